@@ -1,0 +1,62 @@
+"""Run business flows as steps with prechecks and jobs; collect outputs and errors."""
+
+from typing import Any
+
+from loguru import logger as _logger
+
+from ._bag import DataBag
+from ._context import Context, get_data_bag
+from ._coordinator import Coordinator
+from ._errors import (
+    CallbackFailure,
+    CallbackTimeout,
+    ChoreographError,
+    ExecutionCanceled,
+    JobFailed,
+    NoDataBagInContext,
+    RunCancelled,
+    Skip,
+    StepDefinitionError,
+    StepError,
+    UnassignableInput,
+    UnassignableOutput,
+)
+from ._result import Call, RunResult
+from ._retry import Retry, RetryPolicy, TenacityRetry
+from ._step import Step
+
+__all__ = [
+    "Call",
+    "CallbackFailure",
+    "CallbackTimeout",
+    "ChoreographError",
+    "Context",
+    "Coordinator",
+    "DataBag",
+    "ExecutionCanceled",
+    "JobFailed",
+    "NoDataBagInContext",
+    "Retry",
+    "RetryPolicy",
+    "RunCancelled",
+    "RunResult",
+    "Skip",
+    "Step",
+    "StepDefinitionError",
+    "StepError",
+    "TenacityRetry",
+    "UnassignableInput",
+    "UnassignableOutput",
+    "get_data_bag",
+]
+
+_logger.disable(__name__)
+
+
+def __getattr__(name: str) -> Any:  # noqa: ANN401 - module __getattr__
+    if name == "__version__":
+        from importlib.metadata import version  # noqa: PLC0415 - only when asked
+
+        return version("choreograph")
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)

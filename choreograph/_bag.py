@@ -1,0 +1,172 @@
+"""The DataBag: the outputs of one run's callbacks, by step name."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TypeVar, overload
+
+from ._errors import MISSING
+
+T = TypeVar("T")
+
+
+class DataBag:
+    """
+    The outputs of one run's prechecks and jobs, keyed by step name.
+
+    Step names are case-insensitive: ``get_job_data("Load")`` finds what the
+    step ``"load"`` stored. Every method is a single dictionary operation, so a
+    bag may be read and written from several threads.
+
+    >>> bag = DataBag()
+    >>> bag.set_job_data("Load", 42)
+    >>> bag.get_job_data("load"), bag.has_precheck_data("LOAD")
+    (42, False)
+    >>> bag.get_precheck_data("load", None) is None
+    True
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("_job", "_known", "_names", "_precheck")
+
+    def __init__(self, _known: Mapping[str, str] | None = None) -> None:
+        self._job: dict[str, object] = {}
+        self._precheck: dict[str, object] = {}
+        # Display names by case-folded key: the coordinator's steps (shared,
+        # never written here), then names first seen by `set_*_data`.
+        self._known: Mapping[str, str] = _known or {}
+        self._names: dict[str, str] = {}
+
+    def _put(self, table: dict[str, object], key: str, name: str, value: object) -> None:
+        table[key] = value
+        if key not in self._known:
+            self._names.setdefault(key, name)
+
+    def _display(self, key: str) -> str:
+        return self._names.get(key) or self._known.get(key, key)
+
+    def set_job_data(self, name: str, value: object) -> None:
+        """
+        Store *value* as the job output of step *name*.
+
+        .. versionadded:: 0.1.0
+        """
+        self._put(self._job, name.casefold(), name, value)
+
+    def set_precheck_data(self, name: str, value: object) -> None:
+        """
+        Store *value* as the precheck output of step *name*.
+
+        .. versionadded:: 0.1.0
+        """
+        self._put(self._precheck, name.casefold(), name, value)
+
+    def has_job_data(self, name: str) -> bool:
+        """
+        Tell whether step *name* has a stored job output.
+
+        .. versionadded:: 0.1.0
+        """
+        return name.casefold() in self._job
+
+    def has_precheck_data(self, name: str) -> bool:
+        """
+        Tell whether step *name* has a stored precheck output.
+
+        .. versionadded:: 0.1.0
+        """
+        return name.casefold() in self._precheck
+
+    @overload
+    def get_job_data(self, name: str) -> object: ...
+    @overload
+    def get_job_data(self, name: str, default: T) -> object | T: ...
+    def get_job_data(self, name: str, default: object = MISSING) -> object:
+        """
+        Return the job output of step *name*.
+
+        Args:
+            name: The step's name, in any case.
+            default: Returned when nothing was stored.
+
+        Raises:
+            KeyError: Nothing was stored and no default was given.
+
+        .. versionadded:: 0.1.0
+        """
+        return self._get(self._job, "job", name, default)
+
+    @overload
+    def get_precheck_data(self, name: str) -> object: ...
+    @overload
+    def get_precheck_data(self, name: str, default: T) -> object | T: ...
+    def get_precheck_data(self, name: str, default: object = MISSING) -> object:
+        """
+        Return the precheck output of step *name*.
+
+        Args:
+            name: The step's name, in any case.
+            default: Returned when nothing was stored.
+
+        Raises:
+            KeyError: Nothing was stored and no default was given.
+
+        .. versionadded:: 0.1.0
+        """
+        return self._get(self._precheck, "precheck", name, default)
+
+    @staticmethod
+    def _get(table: dict[str, object], phase: str, name: str, default: object) -> object:
+        try:
+            return table[name.casefold()]
+        except KeyError:
+            if default is MISSING:
+                msg = f"no {phase} data for step {name!r}"
+                raise KeyError(msg) from None
+            return default
+
+    @property
+    def job_data(self) -> Mapping[str, object]:
+        """
+        A snapshot of every job output, by step name as first stored.
+
+        .. versionadded:: 0.1.0
+        """
+        return {self._display(k): v for k, v in list(self._job.items())}
+
+    @property
+    def precheck_data(self) -> Mapping[str, object]:
+        """
+        A snapshot of every precheck output, by step name as first stored.
+
+        .. versionadded:: 0.1.0
+        """
+        return {self._display(k): v for k, v in list(self._precheck.items())}
+
+    def __iter__(self) -> Iterator[str]:
+        """Iterate over the names of the steps that stored anything."""
+        keys = dict.fromkeys([*self._precheck, *self._job])
+        return iter([self._display(key) for key in keys])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DataBag):
+            return NotImplemented
+        return self._job == other._job and self._precheck == other._precheck
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, so unhashable
+
+    def __repr__(self) -> str:
+        return f"DataBag(job={self.job_data!r}, precheck={self.precheck_data!r})"
+
+    def __len__(self) -> int:
+        """Return the number of steps that stored anything."""
+        return len(self._precheck.keys() | self._job.keys())
+
+    def __getstate__(self) -> tuple[dict[str, object], dict[str, object], dict[str, str]]:
+        names = {key: self._display(key) for key in [*self._precheck, *self._job]}
+        return (self._job, self._precheck, names)
+
+    def __setstate__(self, state: tuple[dict[str, object], dict[str, object], dict[str, str]]) -> None:
+        self._job, self._precheck, self._names = state
+        self._known = {}

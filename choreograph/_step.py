@@ -1,0 +1,328 @@
+"""Steps, and the one-time inspection of their callbacks."""
+
+from __future__ import annotations
+
+import builtins
+import functools
+import inspect
+import math
+import typing
+from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass
+from types import NoneType
+from typing import Any, Final, Literal, Protocol, get_args, get_origin
+
+from beartype.door import is_bearable
+from beartype.roar import BeartypeException
+from returns.io import IOFailure, IOResult, IOSuccess
+from returns.result import Failure, Result, Success
+from returns.unsafe import unsafe_perform_io
+
+from ._context import Context
+from ._errors import CallbackFailure, StepDefinitionError, UnassignableOutput
+from ._retry import RetryPolicy
+
+Role = Literal["precheck", "job", "compensate"]
+
+#: Containers whose return is unwrapped: Success -> output, Failure -> error.
+CONTAINERS: Final = frozenset({Success, Failure, IOSuccess, IOFailure})
+
+_CONTEXT_NAMES: Final = frozenset({"ctx", "context"})
+_CONTEXT_STRINGS: Final = frozenset({"Context", "choreograph.Context"})
+_POSITIONAL: Final = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+class _Checker(Protocol):
+    def __call__(self, value: object, /) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """
+    One step of a flow: an optional precheck, then a job.
+
+    Nothing is checked here: `Coordinator.add_step` inspects the callbacks and
+    raises `StepDefinitionError` for bad ones.
+
+    Args:
+        name: Unique within a coordinator, ignoring case.
+        job: The work. Its error stops the run.
+        precheck: Decides whether the job runs. Its error skips the job;
+            `ExecutionCanceled` stops the run; `Skip` skips the job quietly.
+        retry: Retry the job and the compensation (and, with
+            ``Retry(prechecks=True)``, the precheck) on failure: a `Retry`, or
+            a tenacity ``Retrying`` object.
+        compensate: Undoes the job when a later step fails (see compensation).
+        compensate_failed: Also compensate this step when its own job fails.
+        timeout: Seconds each callback of this step may take. An ``async def``
+            callback is cancelled at the limit; a plain one is never
+            interrupted, but fails with `CallbackTimeout` if it overran.
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: str
+    job: Callable[..., object]
+    precheck: Callable[..., object] | None = None
+    _: KW_ONLY
+    retry: RetryPolicy | None = None
+    compensate: Callable[..., object] | None = None
+    compensate_failed: bool = False
+    timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Callback:
+    """A callback, inspected once: how to call it and how to check it."""
+
+    fn: Callable[..., object]
+    role: Role
+    #: Index of the DataBag table its output goes to: 0 precheck, 1 job.
+    is_job: bool
+    #: Calls `fn` with `(context, input)`, passing only what it takes.
+    call: Callable[[object, object], object]
+    is_async: bool
+    takes_input: bool
+    check_input: _Checker | None
+    input_hint: str
+    has_output: bool
+    #: True for an acceptable output that is not a container; None: unannotated.
+    check_output: _Checker | None
+    output_hint: str
+    retry: RetryPolicy | None
+    timeout: float | None
+
+    def settle(self, step: str, value: object) -> tuple[object, BaseException | None]:
+        """
+        Unwrap a `returns` container and check *value*: ``(output, error)``.
+
+        The coordinator calls this only when its fast check did not accept the value.
+        """
+        kind = type(value)
+        if kind in CONTAINERS:
+            if kind is Success:
+                value = value.unwrap()  # type: ignore[attr-defined]
+            elif kind is IOSuccess:
+                value = unsafe_perform_io(value.unwrap())  # type: ignore[attr-defined]
+            else:
+                failed = value.failure()  # type: ignore[attr-defined]
+                if kind is IOFailure:
+                    failed = unsafe_perform_io(failed)
+                if isinstance(failed, Exception):
+                    return None, failed
+                return None, CallbackFailure(failed)
+        check = self.check_output
+        if not self.has_output or check is None or check(value):
+            return value, None
+        return None, UnassignableOutput(step, self.role, self.output_hint, type_name(value))
+
+
+def type_name(value: object) -> str:
+    """
+    Name *value*'s type for messages.
+
+    >>> type_name(3), type_name(None)
+    ('int', 'None')
+    """
+    if value is None:
+        return "None"
+    kind = type(value)
+    if kind.__module__ == "builtins":
+        return kind.__qualname__
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def hint_name(hint: object) -> str:
+    """
+    Name an annotation for messages.
+
+    >>> hint_name(int), hint_name(list[int]), hint_name(None)
+    ('int', 'list[int]', 'None')
+    """
+    if hint is None or hint is NoneType:
+        return "None"
+    if isinstance(hint, type) and not get_args(hint):
+        if hint.__module__ == "builtins":
+            return hint.__qualname__
+        return f"{hint.__module__}.{hint.__qualname__}"
+    return repr(hint).replace("typing.", "")
+
+
+def _is_context(hint: object) -> bool:
+    if hint is Context or get_origin(hint) is Context:
+        return True
+    return isinstance(hint, str) and hint.partition("[")[0].strip() in _CONTEXT_STRINGS
+
+
+def _globals_of(fn: object) -> dict[str, Any]:
+    target = inspect.unwrap(fn)  # type: ignore[arg-type]
+    while isinstance(target, functools.partial):
+        target = inspect.unwrap(target.func)
+    target = getattr(target, "__func__", target)
+    if not inspect.isfunction(target) and not inspect.isbuiltin(target):
+        target = getattr(type(target), "__call__", target)
+        target = getattr(target, "__func__", target)
+    return getattr(target, "__globals__", {})
+
+
+def _signature(step: str, role: Role, fn: Callable[..., object]) -> inspect.Signature:
+    """Return *fn*'s signature with every annotation resolved, or raise."""
+    try:
+        raw = inspect.signature(fn)
+    except (ValueError, TypeError) as exc:
+        raise StepDefinitionError(step, role, f"cannot read its signature ({exc})") from exc
+    try:
+        return inspect.signature(fn, eval_str=True)
+    except Exception:  # noqa: BLE001 - resolve one annotation at a time, to name the culprit
+        namespace = dict(vars(builtins)) | {"Context": Context} | _globals_of(fn)
+    params = [
+        param.replace(annotation=_resolve(step, role, param.name, param.annotation, namespace))
+        for param in raw.parameters.values()
+    ]
+    ret = _resolve(step, role, "return", raw.return_annotation, namespace)
+    return raw.replace(parameters=params, return_annotation=ret)
+
+
+def _resolve(step: str, role: Role, where: str, hint: object, namespace: dict[str, Any]) -> object:
+    if not isinstance(hint, str):
+        return hint
+    if _is_context(hint) and "[" not in hint:
+        return Context
+    try:
+        return eval(hint, namespace)  # noqa: S307 - what typing.get_type_hints does
+    except Exception as exc:
+        what = "return annotation" if where == "return" else f"annotation of {where!r}"
+        problem = f"cannot resolve the {what}: {hint!r} ({type(exc).__name__}: {exc})"
+        raise StepDefinitionError(step, role, problem) from exc
+
+
+def _compile_check(step: str, role: Role, what: str, hint: object) -> _Checker | None:
+    """Return a fast checker for *hint*, or None when anything goes."""
+    if hint is Any or hint is object or hint is inspect.Parameter.empty:
+        return None
+    if hint is None:
+        hint = NoneType
+    if (
+        isinstance(hint, type)
+        and not get_args(hint)
+        and not getattr(hint, "_is_protocol", False)
+        and not typing.is_typeddict(hint)
+    ):
+        return hint.__instancecheck__
+    try:
+        is_bearable(None, hint)
+    except BeartypeException as exc:
+        problem = f"beartype cannot check the {what} annotation {hint_name(hint)} ({exc})"
+        raise StepDefinitionError(step, role, problem) from exc
+    return functools.partial(is_bearable, hint=hint)
+
+
+def _output_hint(hint: object) -> object:
+    """For ``Result[T, E]`` and ``IOResult[T, E]`` the output is checked against ``T``."""
+    origin = get_origin(hint)
+    if isinstance(origin, type) and issubclass(origin, Result | IOResult):
+        return get_args(hint)[0]
+    if isinstance(hint, type) and issubclass(hint, Result | IOResult):
+        return Any
+    return hint
+
+
+def _caller(fn: Callable[..., Any], takes_context: bool, takes_input: bool) -> Callable[[object, object], object]:  # noqa: FBT001
+    if takes_context and takes_input:
+        return fn
+    if takes_context:
+        return lambda context, _input: fn(context)
+    if takes_input:
+        return lambda _context, value: fn(value)
+    return lambda _context, _input: fn()
+
+
+def _is_async(fn: object) -> bool:
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(type(fn), "__call__", None)
+    return not inspect.isroutine(fn) and inspect.iscoroutinefunction(call)
+
+
+def compile_callback(
+    step: str, role: Role, fn: object, *, retry: RetryPolicy | None, timeout: float | None
+) -> Callback:  # noqa: C901, PLR0912
+    """
+    Inspect *fn* once: its call form, its checks, whether it is async.
+
+    Raises:
+        StepDefinitionError: *fn* can't be used as a callback.
+    """
+    if not callable(fn):
+        raise StepDefinitionError(step, role, f"must be callable, got {type_name(fn)}")
+    sig = _signature(step, role, fn)
+    positional: list[inspect.Parameter] = []
+    for param in sig.parameters.values():
+        if param.kind is inspect.Parameter.VAR_POSITIONAL:
+            raise StepDefinitionError(step, role, f"*{param.name} is not allowed")
+        if param.kind is inspect.Parameter.VAR_KEYWORD:
+            raise StepDefinitionError(step, role, f"**{param.name} is not allowed")
+        if param.kind is inspect.Parameter.KEYWORD_ONLY:
+            if param.default is inspect.Parameter.empty:
+                problem = f"keyword-only parameter {param.name!r} needs a default (it is never passed)"
+                raise StepDefinitionError(step, role, problem)
+            continue
+        positional.append(param)
+
+    def is_context(param: inspect.Parameter) -> bool:
+        if param.annotation is inspect.Parameter.empty:
+            return param.name in _CONTEXT_NAMES
+        return _is_context(param.annotation)
+
+    takes_context = bool(positional) and is_context(positional[0])
+    rest = positional[1:] if takes_context else positional
+    for index, param in enumerate(rest):
+        if is_context(param):
+            problem = f"the context parameter {param.name!r} must be the first parameter"
+            raise StepDefinitionError(step, role, problem)
+        if index and param.default is inspect.Parameter.empty:
+            names = ", ".join(repr(p.name) for p in rest if p.default is inspect.Parameter.empty)
+            problem = f"takes more than one input parameter ({names}); extra parameters need defaults"
+            raise StepDefinitionError(step, role, problem)
+    input_param = rest[0] if rest else None
+    input_hint = input_param.annotation if input_param is not None else inspect.Parameter.empty
+    for name, hint in [("input", input_hint), ("return", sig.return_annotation)]:
+        if isinstance(hint, str):  # pragma: no cover - _signature resolved every string
+            raise StepDefinitionError(step, role, f"unresolved {name} annotation {hint!r}")
+
+    ret = sig.return_annotation
+    has_output = ret is not None and ret is not NoneType
+    out_hint = _output_hint(ret) if has_output else Any
+    return Callback(
+        fn=fn,
+        role=role,
+        is_job=role == "job",
+        call=_caller(fn, takes_context, input_param is not None),
+        is_async=_is_async(fn),
+        takes_input=input_param is not None,
+        check_input=(_compile_check(step, role, "input", input_hint) if input_param is not None else None),
+        input_hint=hint_name(input_hint),
+        has_output=has_output,
+        check_output=_compile_check(step, role, "return", out_hint),
+        output_hint=hint_name(out_hint),
+        retry=retry if role != "precheck" or (retry is not None and retry.prechecks) else None,
+        timeout=timeout,
+    )
+
+
+def validate_timeout(timeout: object, what: str) -> float | None:
+    """
+    Check a timeout in seconds: ``None`` or a number >= 0.
+
+    >>> validate_timeout(1, "timeout")
+    1.0
+    """
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        msg = f"{what} must be a number of seconds or None, got {type_name(timeout)}"
+        raise TypeError(msg)
+    if math.isnan(timeout) or timeout < 0:
+        msg = f"{what} must be >= 0, got {timeout!r}"
+        raise ValueError(msg)
+    return float(timeout)
