@@ -100,7 +100,9 @@ def compare(label: str, precheck: Callable[..., object], job: Callable[..., obje
     baseline = hand_written([(name, precheck, job) for name in names])
     ours, theirs = best_of(rounds, number, coordinator.run, baseline)
     ratio = ours / theirs
-    print(f"{label:<28} coordinator {ours * 1e6:7.2f} us/run   hand-written {theirs * 1e6:6.2f} us/run   ratio {ratio:.2f}")
+    print(
+        f"{label:<28} coordinator {ours * 1e6:7.2f} us/run   hand-written {theirs * 1e6:6.2f} us/run   ratio {ratio:.2f}"
+    )
     return ratio
 
 

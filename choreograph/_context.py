@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from loguru import logger as _logger
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover - loguru's `Logger` exists only in its stu
 
 InputT = TypeVar("InputT")
 
-_current: ContextVar[Context[object]] = ContextVar("choreograph_run")
+_current: ContextVar[Context[Any]] = ContextVar("choreograph_run")
 
 
 class Context(Generic[InputT]):
@@ -25,26 +25,22 @@ class Context(Generic[InputT]):
     What a callback knows about its run: take it as the first parameter.
 
     A parameter annotated ``Context`` (or ``Context[Rec]``), or an unannotated
-    one named ``ctx`` or ``context``, receives it. One context lives as long as
-    one run; it is not shared between runs.
+    one named ``ctx`` or ``context``, receives it. Each run has its own
+    context, which is also where the coordinator keeps the run's state: its
+    attributes are read-only.
 
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = (
-        "_attempt",
-        "_bag",
-        "_errors",
-        "_fatal",
-        "_input",
-        "_key",
-        "_logger",
-        "_logger_step",
-        "_phase",
-        "_run_id",
-        "_step",
-        "_values",
-    )
+    # The run's state. Rarely changed fields have class-level defaults, so that
+    # a run sets only what it uses (a run costs microseconds; this is part of it).
+    _step = ""
+    _phase: Phase = "job"
+    _attempt = 1
+    _fatal: ChoreographError | None = None
+    _key: str | None = None
+    _logger: Logger | None = None
+    _logger_step = ""
 
     def __init__(
         self,
@@ -52,21 +48,13 @@ class Context(Generic[InputT]):
         values: Mapping[str, object],
         data_bag: DataBag,
         errors: list[StepError],
-        run_id: str,
-        key: str | None,
+        run_id: int,
     ) -> None:
         self._input = input
         self._values = values
         self._bag = data_bag
         self._errors = errors
         self._run_id = run_id
-        self._key = key
-        self._step = ""
-        self._phase: Phase = "job"
-        self._attempt = 1
-        self._fatal: ChoreographError | None = None
-        self._logger: Logger | None = None
-        self._logger_step = ""
 
     @property
     def input(self) -> InputT:
@@ -95,7 +83,7 @@ class Context(Generic[InputT]):
 
     @property
     def phase(self) -> Phase:
-        """Which callback of the step is running."""
+        """Which callback of the step is running: precheck, job or compensate."""
         return self._phase
 
     @property
@@ -105,17 +93,17 @@ class Context(Generic[InputT]):
 
     @property
     def fatal(self) -> ChoreographError | None:
-        """The run's fatal error: set while compensations run, else ``None``."""
+        """The run's fatal error while compensations run; else ``None``."""
         return self._fatal
 
     @property
-    def run_id(self) -> str:
+    def run_id(self) -> int:
         """An identifier of this run, unique within the process."""
         return self._run_id
 
     @property
     def key(self) -> str | None:
-        """The run's idempotency key, for durable runs; else ``None``."""
+        """The run's idempotency key (durable runs), else ``None``."""
         return self._key
 
     @property
@@ -128,14 +116,14 @@ class Context(Generic[InputT]):
         return bound
 
     def __repr__(self) -> str:
-        return f"<Context run={self._run_id} step={self._step!r} phase={self._phase}>"
+        return f"<Context run_id={self._run_id} step={self._step!r} phase={self._phase}>"
 
 
 def get_data_bag() -> DataBag:
     """
     Return the DataBag of the run whose callback is calling.
 
-    Works in plain and ``async def`` callbacks, in any thread or task running
+    Works in plain and ``async def`` callbacks, in whatever thread or task runs
     the callback.
 
     Raises:

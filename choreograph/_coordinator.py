@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -14,9 +15,9 @@ from typing import Final, Generic, TypeVar
 from loguru import logger
 
 from ._context import _current
-from ._engine import CompiledStep, Run, drive, drive_async, execute, forward
+from ._engine import CompiledStep, Loop, Plan, Run, drive, drive_async, execute, hand_over
 from ._errors import StepDefinitionError
-from ._result import RunResult
+from ._result import RunResult, result_of
 from ._retry import RetryPolicy, as_policy
 from ._step import Callback, Step, compile_callback, type_name, validate_timeout
 
@@ -25,6 +26,15 @@ F = TypeVar("F", bound=Callable[..., object])
 
 _EMPTY: Final[Mapping[str, object]] = MappingProxyType({})
 _run_ids: Final = itertools.count(1)
+_clock_ns: Final = time.perf_counter_ns
+_monotonic: Final = time.monotonic
+
+
+def _snapshot(values: object) -> Mapping[str, object]:
+    if not isinstance(values, Mapping):
+        msg = f"values must be a mapping or None, got {type_name(values)}"
+        raise TypeError(msg)
+    return MappingProxyType(dict(values))
 
 
 def _logging_enabled() -> bool:
@@ -61,9 +71,7 @@ class Coordinator(Generic[InputT]):
 
     def __init__(self, steps: Iterable[Step] = ()) -> None:
         self._lock = threading.Lock()
-        self._plan: tuple[CompiledStep, ...] = ()
-        self._names: dict[str, str] = {}
-        self._compensates = False
+        self._plan = Plan(())
         for step in steps:
             self.add_step(step)
 
@@ -74,7 +82,7 @@ class Coordinator(Generic[InputT]):
 
         .. versionadded:: 0.1.0
         """
-        return tuple(compiled.step for compiled in self._plan)
+        return tuple(compiled.step for compiled in self._plan.steps)
 
     def add_step(self, step: Step) -> Step:
         """
@@ -116,13 +124,11 @@ class Coordinator(Generic[InputT]):
             self._compile(name, "compensate", step.compensate, retry, timeout),
         )
         with self._lock:
-            taken = self._names.get(compiled.key)
+            taken = self._plan.names.get(compiled.key)
             if taken is not None:
                 problem = f"the name is already taken by step {taken!r} (names ignore case)"
                 raise StepDefinitionError(name, "step", problem)
-            self._names = {**self._names, compiled.key: name}
-            self._plan = (*self._plan, compiled)
-            self._compensates = self._compensates or compiled.compensate is not None
+            self._plan = Plan((*self._plan.steps, compiled))
         return step
 
     @staticmethod
@@ -173,44 +179,48 @@ class Coordinator(Generic[InputT]):
     # -- running ------------------------------------------------------------
 
     def _start(
-        self, input: object, values: Mapping[str, object] | None, timeout: float | None  # noqa: A002
+        self,
+        input: object,  # noqa: A002
+        values: Mapping[str, object] | None,
+        timeout: float | None,
     ) -> Run:
-        if values is None:
-            snapshot = _EMPTY
-        elif isinstance(values, Mapping):
-            snapshot = MappingProxyType(dict(values))
-        else:
-            msg = f"values must be a mapping or None, got {type_name(values)}"
-            raise TypeError(msg)
-        run = Run(input, snapshot, self._names, next(_run_ids), validate_timeout(timeout, "timeout"), None)
+        """Set a run up; on the full loop if it has a timeout or logs."""
+        if timeout is not None:
+            timeout = validate_timeout(timeout, "timeout")
+        run = Run(self._plan, input, _EMPTY if values is None else _snapshot(values), next(_run_ids))
+        if timeout is not None:
+            run._timeout = timeout  # noqa: SLF001
+            run._deadline = _monotonic() + timeout  # noqa: SLF001
         if _logging_enabled():
-            run.log = True
-            logger.info("run {run_id} started", run_id=run.context._run_id)  # noqa: SLF001
+            run._log = True  # noqa: SLF001
+            logger.info("run {run_id} started", run_id=run._run_id)  # noqa: SLF001
         return run
 
-    def _finish(self, run: Run) -> RunResult[InputT]:
-        result: RunResult[InputT] = RunResult(
-            input=run.context._input,  # type: ignore[arg-type]  # noqa: SLF001
-            errors=tuple(run.errors),
-            fatal=run.fatal,
-            data_bag=run.bag,
-            run_id=run.context._run_id,  # noqa: SLF001
-            compensation_errors=tuple(run.compensation_errors),
-            _calls=tuple(run.calls),
-        )
-        if run.log:
-            if run.fatal is None:
-                logger.info("run {run_id} finished ok", run_id=result.run_id, errors=len(run.errors))
+    @staticmethod
+    def _begin(run: Run) -> Loop | None:
+        """Start *run*: on the fast path when nothing calls for the full loop."""
+        if run._deadline is not None or run._log:  # noqa: SLF001
+            return execute(run)
+        plan = run._plan  # noqa: SLF001
+        run._stamps = stamps = [0] * plan.size  # noqa: SLF001
+        stamps[0] = _clock_ns()
+        bag = run._bag  # noqa: SLF001
+        stopped = plan.fast(run, run._input, bag._precheck, bag._job, stamps)  # noqa: SLF001
+        return None if stopped < 0 else hand_over(run, stopped)
+
+    @staticmethod
+    def _finish(run: Run) -> RunResult[InputT]:
+        if run._log:  # noqa: SLF001
+            if run._fatal is None:  # noqa: SLF001
+                logger.info("run {run_id} finished ok", run_id=run._run_id, errors=len(run._errors))  # noqa: SLF001
             else:
                 logger.info(
-                    "run {run_id} stopped: {fatal!r}", run_id=result.run_id, fatal=run.fatal, errors=len(run.errors)
+                    "run {run_id} stopped: {fatal!r}",
+                    run_id=run._run_id,  # noqa: SLF001
+                    fatal=run._fatal,  # noqa: SLF001
+                    errors=len(run._errors),  # noqa: SLF001
                 )
-        return result
-
-    def _loop(self, run: Run) -> object:
-        if self._compensates:
-            return execute(self._plan, run)
-        return forward(self._plan, run)
+        return result_of(run)
 
     def run(
         self,
@@ -238,10 +248,27 @@ class Coordinator(Generic[InputT]):
 
         .. versionadded:: 0.1.0
         """
+        if timeout is None and values is None and not _logging_enabled():
+            # The common case, inlined: every call here is paid once per record.
+            plan = self._plan
+            run = Run(plan, input, _EMPTY, next(_run_ids))
+            run._stamps = stamps = [0] * plan.size  # noqa: SLF001
+            token = _current.set(run)
+            try:
+                stamps[0] = _clock_ns()
+                bag = run._bag  # noqa: SLF001
+                stopped = plan.fast(run, input, bag._precheck, bag._job, stamps)  # noqa: SLF001
+                if stopped >= 0:
+                    drive(hand_over(run, stopped), run)
+            finally:
+                _current.reset(token)
+            return result_of(run)
         run = self._start(input, values, timeout)
-        token = _current.set(run.context)
+        token = _current.set(run)
         try:
-            drive(self._loop(run), run)  # type: ignore[arg-type]
+            loop = self._begin(run)
+            if loop is not None:
+                drive(loop, run)
         finally:
             _current.reset(token)
         return self._finish(run)
@@ -263,9 +290,11 @@ class Coordinator(Generic[InputT]):
         .. versionadded:: 0.1.0
         """
         run = self._start(input, values, timeout)
-        token = _current.set(run.context)
+        token = _current.set(run)
         try:
-            await drive_async(self._loop(run), run)  # type: ignore[arg-type]
+            loop = self._begin(run)
+            if loop is not None:
+                await drive_async(loop, run)
         finally:
             _current.reset(token)
         return self._finish(run)
@@ -319,10 +348,7 @@ class Coordinator(Generic[InputT]):
             msg = f"workers must be >= 1, got {workers}"
             raise ValueError(msg)
         validate_timeout(timeout, "timeout")
-        if values is not None and not isinstance(values, Mapping):
-            msg = f"values must be a mapping or None, got {type_name(values)}"
-            raise TypeError(msg)
-        shared = None if values is None else MappingProxyType(dict(values))
+        shared = None if values is None else _snapshot(values)
         return self._many(iterator, workers, shared, ordered=ordered, timeout=timeout)
 
     def _many(
@@ -364,11 +390,11 @@ class Coordinator(Generic[InputT]):
 
     def __contains__(self, name: object) -> bool:
         """Tell whether a step of this name (in any case) was added."""
-        return isinstance(name, str) and name.casefold() in self._names
+        return isinstance(name, str) and name.casefold() in self._plan.names
 
     def __len__(self) -> int:
         """Return the number of steps."""
-        return len(self._plan)
+        return len(self._plan.steps)
 
     def __repr__(self) -> str:
-        return f"Coordinator(steps={[c.name for c in self._plan]!r})"
+        return f"Coordinator(steps={[c.name for c in self._plan.steps]!r})"

@@ -1,12 +1,16 @@
 """
 The run loop, written once for plain and ``async def`` callbacks.
 
-`execute` is a generator that runs the steps of one run. It yields only when it
+`forward` is a generator that runs the steps of one run. It yields only when it
 needs something it cannot do itself: an awaitable returned by an ``async def``
 callback, or a `Sleep` between retry attempts. `drive` serves those requests
 from plain code (switching to an event loop at the first awaitable) and
 `drive_async` from a running event loop. A run whose callbacks are all plain
 finishes on the first ``send`` and never touches asyncio.
+
+A run usually starts on its plan's *fast path* (see `_fastpath`), which handles
+only callbacks that succeed; at the first callback that does anything else, the
+run is handed over to `forward`, which decides every other outcome.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ from ._bag import DataBag
 from ._context import Context
 from ._errors import (
     CallbackTimeout,
-    ChoreographError,
     ExecutionCanceled,
     JobFailed,
     Phase,
@@ -33,11 +36,15 @@ from ._errors import (
     StepError,
     UnassignableInput,
 )
+from ._fastpath import build_fast_path
 from ._result import Outcome, RawCall
 from ._step import CONTAINERS, Callback, Step, type_name
 
 _clock: Final = time.perf_counter
 _monotonic: Final = time.monotonic
+
+#: A run loop: yields requests (awaitables, `Sleep`) to its driver.
+Loop = Generator[object, object, None]
 
 
 class Sleep:
@@ -60,7 +67,7 @@ class Recorder(Protocol):
         """Return an error if *value* cannot be recorded (it then fails the callback)."""
         ...
 
-    def record(  # noqa: PLR0913 - one flat call on the hot path
+    def record(  # noqa: PLR0913 - one flat call per callback
         self,
         step: str,
         phase: Phase,
@@ -84,18 +91,24 @@ class Restored(Protocol):
     job_ok: bool
 
 
+class _Nothing:
+    """No output was stored."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NOTHING"
+
+
+NOTHING: Final = _Nothing()
+
+
 class CompiledStep:
     """A step as the run loop sees it: its callbacks inspected once."""
 
     __slots__ = ("callbacks", "compensate", "compensate_failed", "key", "name", "step")
 
-    def __init__(
-        self,
-        step: Step,
-        precheck: Callback | None,
-        job: Callback,
-        compensate: Callback | None,
-    ) -> None:
+    def __init__(self, step: Step, precheck: Callback | None, job: Callback, compensate: Callback | None) -> None:
         self.step = step
         self.name = step.name
         self.key = step.name.casefold()
@@ -104,244 +117,321 @@ class CompiledStep:
         self.compensate_failed = step.compensate_failed
 
 
-class Run:
-    """The state of one run, shared by the loop and its driver."""
+class Entry:
+    """One callback of the plan, in run order."""
 
-    __slots__ = (
-        "await_timeout",
-        "bag",
-        "calls",
-        "compensated",
-        "compensation_errors",
-        "completed",
-        "context",
-        "deadline",
-        "errors",
-        "fatal",
-        "log",
-        "recorder",
-        "restored",
-        "timeout",
-    )
+    __slots__ = ("callback", "first", "next_step", "step")
 
-    def __init__(  # noqa: PLR0913
-        self,
-        input: object,  # noqa: A002 - the contract's name
-        values: Mapping[str, object],
-        names: dict[str, str],
-        run_id: int,
-        timeout: float | None,
-        key: str | None,
-    ) -> None:
-        self.bag = bag = DataBag(names)
-        self.errors: list[StepError] = []
-        self.calls: list[RawCall] = []
-        self.context: Context[object] = Context(input, values, bag, self.errors, run_id, key)
-        self.fatal: ChoreographError | None = None
-        self.timeout = timeout
-        self.deadline = None if timeout is None else _monotonic() + timeout
-        self.await_timeout: float | None = None
-        self.recorder: Recorder | None = None
-        self.restored: Mapping[str, Restored] | None = None
-        self.compensated: frozenset[str] = frozenset()
-        self.completed: list[CompiledStep] = []
-        self.compensation_errors: list[StepError] = []
-        self.log = False
+    def __init__(self, callback: Callback, step: CompiledStep, first: bool, next_step: int) -> None:  # noqa: FBT001
+        self.callback, self.step, self.first, self.next_step = callback, step, first, next_step
 
-    def expiry(self, by_run: bool) -> BaseException:  # noqa: FBT001
+
+class Plan:
+    """A coordinator's steps, compiled for running. Immutable: adding a step builds a new plan."""
+
+    __slots__ = ("compensates", "entries", "fast", "labels", "names", "size", "steps")
+
+    def __init__(self, steps: tuple[CompiledStep, ...]) -> None:
+        self.steps = steps
+        entries: list[Entry] = []
+        for st in steps:
+            after = len(entries) + len(st.callbacks)
+            entries.extend(Entry(cb, st, index == 0, after) for index, cb in enumerate(st.callbacks))
+        self.entries = tuple(entries)
+        self.size = len(entries) + 1  # timestamps the fast path takes
+        self.labels: tuple[tuple[str, Phase], ...] = tuple((e.step.name, e.callback.role) for e in entries)
+        self.names = {st.key: st.name for st in steps}
+        self.compensates = any(st.compensate is not None for st in steps)
+        self.fast = build_fast_path(self.entries)
+
+
+class Run(Context[object]):
+    """One run's state: the context its callbacks see, plus what the loop needs."""
+
+    _calls: list[RawCall] | None = None  # None: every call so far is in `_stamps`
+    _stamps: list[int] | None = None  # the fast path's timestamps (perf_counter_ns)
+    _pending: tuple[object, BaseException | None] | None = None
+    _deadline: float | None = None
+    _timeout: float | None = None
+    _await_timeout: float | None = None
+    _recorder: Recorder | None = None
+    _restored: Mapping[str, Restored] | None = None
+    _compensated: frozenset[str] = frozenset()
+    _compensation_errors: list[StepError] | tuple[StepError, ...] = ()
+    _completed: list[CompiledStep] = []  # noqa: RUF012 - replaced, never mutated, by `execute`
+    _log = False
+
+    def __init__(self, plan: Plan, input: object, values: Mapping[str, object], run_id: int) -> None:  # noqa: A002
+        self._plan = plan
+        self._input = input
+        self._values = values
+        self._bag = DataBag(plan.names)
+        self._errors = []
+        self._run_id = run_id
+
+    # While the fast path runs (`_calls` is None), the current callback is the
+    # one after the last timestamp; the loop sets step and phase explicitly.
+    def _fast_label(self) -> tuple[str, Phase]:
+        stamps = self._stamps or [0]
+        labels = self._plan.labels
+        done = stamps.index(0, 1) - 1 if 0 in stamps[1:] else len(labels) - 1
+        return labels[done] if labels else ("", "job")
+
+    @property  # type: ignore[override]
+    def _step(self) -> str:
+        if self._calls is None and self._stamps is not None:
+            return self._fast_label()[0]
+        return self._step_now
+
+    @_step.setter
+    def _step(self, name: str) -> None:
+        self._step_now = name
+
+    @property  # type: ignore[override]
+    def _phase(self) -> Phase:
+        if self._calls is None and self._stamps is not None:
+            return self._fast_label()[1]
+        return self._phase_now
+
+    @_phase.setter
+    def _phase(self, phase: Phase) -> None:
+        self._phase_now = phase
+
+    _step_now = ""
+    _phase_now: Phase = "job"
+
+    def _raw_calls(self) -> tuple[RawCall, ...]:
+        if self._calls is not None:
+            return tuple(self._calls)
+        return tuple(_stamped(self._plan.labels, self._stamps or [0]))
+
+    def _expiry(self, by_run: bool) -> BaseException:  # noqa: FBT001
         """What to throw into the loop when an awaited callback ran out of time."""
         if by_run:
             return Expired()
-        phase = self.context._phase  # noqa: SLF001 - same package
-        return CallbackTimeout(self.context._step, phase, self.await_timeout or 0.0)  # noqa: SLF001
+        return CallbackTimeout(self._step, self._phase, self._await_timeout or 0.0)
 
 
-def execute(plan: tuple[CompiledStep, ...], run: Run) -> Generator[object, object, None]:
-    """Run *plan*: forward through the steps, then compensate if the run failed."""
-    if run.fatal is None:
-        yield from forward(plan, run)
-    if run.fatal is not None and run.completed:
+def _stamped(labels: tuple[tuple[str, Phase], ...], stamps: list[int], count: int | None = None) -> list[RawCall]:
+    """Trace entries of the first *count* callbacks, that the fast path ran: all ok, first attempt."""
+    return [
+        (step, phase, "ok", (stamps[index + 1] - stamps[index]) / 1e9, 1, False)
+        for index, (step, phase) in enumerate(labels[: len(labels) if count is None else count])
+    ]
+
+
+def hand_over(run: Run, index: int) -> Loop:
+    """Continue, with the full loop, a run that the fast path stopped at callback *index*."""
+    plan = run._plan  # noqa: SLF001
+    stamps = run._stamps or [time.perf_counter_ns()]  # noqa: SLF001
+    run._calls = _stamped(plan.labels, stamps, index)  # noqa: SLF001
+    run._completed = [e.step for e in plan.entries[:index] if e.callback.is_job]  # noqa: SLF001
+    pending = run._pending  # noqa: SLF001
+    return execute(run, index, None if pending is None else (*pending, stamps[index] / 1e9))
+
+
+def execute(run: Run, start: int = 0, pending: tuple[object, BaseException | None, float] | None = None) -> Loop:
+    """Run the plan from callback *start*; compensate if the run failed."""
+    if start == 0:
+        run._completed = []  # noqa: SLF001
+    yield from forward(run, start, pending)
+    if run._fatal is not None and run._completed and run._plan.compensates:  # noqa: SLF001
         yield from compensate(run)
 
 
-def forward(plan: tuple[CompiledStep, ...], run: Run) -> Generator[object, object, None]:  # noqa: C901, PLR0912, PLR0915
-    """Run the steps in order until one stops the run."""
-    context = run.context
-    value = context._input  # noqa: SLF001 - same package
-    tables = (run.bag._precheck, run.bag._job)  # noqa: SLF001
-    push_error = run.errors.append
-    trace = run.calls.append
-    deadline = run.deadline
-    recorder = run.recorder
-    restored = run.restored
-    completed = run.completed
+def forward(  # noqa: C901, PLR0912, PLR0915 - the run loop, kept in one frame for speed
+    run: Run, start: int, pending: tuple[object, BaseException | None, float] | None
+) -> Loop:
+    """
+    Run the callbacks in order from *start* until one stops the run.
+
+    *pending* is the first callback's result when the fast path already called
+    it: ``(output, error, started)``.
+    """
+    if run._calls is None:  # noqa: SLF001
+        run._calls = []  # noqa: SLF001
+    entries = run._plan.entries  # noqa: SLF001
+    value = run._input  # noqa: SLF001
+    tables = (run._bag._precheck, run._bag._job)  # noqa: SLF001
+    push_error = run._errors.append  # noqa: SLF001
+    trace = run._calls.append  # noqa: SLF001
+    deadline = run._deadline  # noqa: SLF001
+    recorder = run._recorder  # noqa: SLF001
+    restored = run._restored  # noqa: SLF001
+    completed = run._completed  # noqa: SLF001
     clock = _clock
-    for st in plan:
+    count = len(entries)
+    index = start
+    while index < count:
+        entry = entries[index]
+        cb = entry.callback
+        st = entry.step
         name = st.name
-        key = st.key
-        if restored is not None and key in restored:
-            restore(run, st, restored[key])
+        role = cb.role
+        if entry.first and pending is None and restored is not None and st.key in restored:
+            restore(run, st, restored[st.key])
+            index = entry.next_step
             continue
-        context._step = name  # noqa: SLF001
-        for cb in st.callbacks:
-            role = cb.role
+        run._step = name  # noqa: SLF001
+        run._phase = role  # noqa: SLF001
+        index += 1
+        attempt = 0
+        out: object = None
+        err: BaseException | None = None
+        call = pending is None
+        if call:
             if deadline is not None and _monotonic() >= deadline:
-                run.fatal = RunCancelled(run.timeout or 0.0, name)
+                run._fatal = RunCancelled(run._timeout or 0.0, name)  # noqa: SLF001
                 return
-            context._phase = role  # noqa: SLF001
             if cb.check_input is not None and not cb.check_input(value):
-                run.fatal = err = UnassignableInput(name, role, cb.input_hint, type_name(value))
+                run._fatal = err = UnassignableInput(name, role, cb.input_hint, type_name(value))  # noqa: SLF001
                 trace((name, role, "failed", 0.0, 0, False))
                 if recorder is not None:
                     recorder.record(name, role, "failed", None, err, 0, 0.0)
                 return
             started = clock()
-            attempt = 0
-            while True:
+        else:
+            out, err, started = pending  # type: ignore[misc]  # not None here
+            pending = None
+            attempt = 1
+        while True:
+            if call:
                 attempt += 1
-                context._attempt = attempt  # noqa: SLF001
-                out: object = None
-                err: BaseException | None = None
+                run._attempt = attempt  # noqa: SLF001
+                out = err = None
                 try:
-                    out = cb.call(context, value)
+                    out = cb.call(run, value)
                     if cb.is_async:
-                        run.await_timeout = cb.timeout
+                        run._await_timeout = cb.timeout  # noqa: SLF001
                         out = yield out
                     elif cb.timeout is not None and clock() - started > cb.timeout * attempt:
                         err = CallbackTimeout(name, role, cb.timeout)
                 except Expired:
                     seconds = clock() - started
-                    run.fatal = RunCancelled(run.timeout or 0.0, name)
+                    run._fatal = fatal = RunCancelled(run._timeout or 0.0, name)  # noqa: SLF001
                     trace((name, role, "canceled", seconds, attempt, False))
                     if recorder is not None:
-                        recorder.record(name, role, "canceled", None, run.fatal, attempt, seconds)
+                        recorder.record(name, role, "canceled", None, fatal, attempt, seconds)
                     return
                 except Exception as exc:  # noqa: BLE001 - any callback error is an outcome
                     err = exc
-                if err is None:
-                    check = cb.check_output
-                    if check is None:
-                        if type(out) in CONTAINERS:
-                            out, err = cb.settle(name, out)
-                    elif not check(out):
+            call = True
+            if err is None:
+                check = cb.check_output
+                if check is None:
+                    if type(out) in CONTAINERS:
                         out, err = cb.settle(name, out)
-                    if err is None and recorder is not None and cb.has_output:
-                        err = recorder.check_output(name, role, out)
-                if err is None or cb.retry is None:
-                    break
-                wait = cb.retry.delay(err, attempt, clock() - started)  # type: ignore[arg-type]
-                if wait is None or (deadline is not None and _monotonic() + wait >= deadline):
-                    break
-                if run.log:
-                    logger.info(
-                        "step {step} {phase} attempt {attempt} failed, retrying in {wait:.3f}s",
-                        run_id=context._run_id,  # noqa: SLF001
-                        step=name,
-                        phase=role,
-                        attempt=attempt,
-                        wait=wait,
-                        error=err,
-                    )
-                yield Sleep(wait)
-            seconds = clock() - started
-
-            # The one place that decides each callback's outcome.
-            outcome: Outcome
-            if err is None:
-                outcome = "ok"
-                if cb.has_output:
-                    tables[cb.is_job][key] = out
-            elif not cb.is_job and isinstance(err, ExecutionCanceled):
-                outcome = "canceled"
-            else:
-                outcome = "failed"
-                if not cb.is_job and isinstance(err, Skip) and err.has_output:
-                    tables[0][key] = out = err.output
-            trace((name, role, outcome, seconds, attempt, False))
-            if recorder is not None:
-                recorder.record(name, role, outcome, out, err, attempt, seconds)
-            if err is None:
-                if cb.is_job:
-                    completed.append(st)
-                continue
-            push_error(StepError(name, role, err))
-            if run.log:
+                elif not check(out):
+                    out, err = cb.settle(name, out)
+                if err is None and recorder is not None and cb.has_output:
+                    err = recorder.check_output(name, role, out)
+            if err is None or cb.retry is None:
+                break
+            wait = cb.retry.delay(err, attempt, clock() - started)  # type: ignore[arg-type]
+            if wait is None or (deadline is not None and _monotonic() + wait >= deadline):
+                break
+            if run._log:  # noqa: SLF001
                 logger.info(
-                    "step {step} {phase} {outcome}: {error!r}",
-                    run_id=context._run_id,  # noqa: SLF001
+                    "step {step} {phase} attempt {attempt} failed, retrying in {wait:.3f}s",
+                    run_id=run._run_id,  # noqa: SLF001
                     step=name,
                     phase=role,
-                    outcome=outcome,
+                    attempt=attempt,
+                    wait=wait,
                     error=err,
                 )
+            yield Sleep(wait)
+        seconds = clock() - started
+
+        # The one place that decides each callback's outcome, and records it.
+        outcome: Outcome
+        if err is None:
+            outcome = "ok"
+            if cb.has_output:
+                tables[cb.is_job][st.key] = out
+        elif not cb.is_job and isinstance(err, ExecutionCanceled):
+            outcome = "canceled"
+        else:
+            outcome = "failed"
+            if not cb.is_job and isinstance(err, Skip) and err.has_output:
+                tables[0][st.key] = out = err.output
+        trace((name, role, outcome, seconds, attempt, False))
+        if recorder is not None:
+            recorder.record(name, role, outcome, out, err, attempt, seconds)
+        if err is None:
             if cb.is_job:
-                run.fatal = JobFailed(name, err)
-                if st.compensate_failed:
-                    completed.append(st)
-                return
-            if outcome == "canceled":
-                run.fatal = err  # type: ignore[assignment]  # an ExecutionCanceled
-                return
-            trace((name, "job", "skipped", 0.0, 0, False))
-            if recorder is not None:
-                recorder.record(name, "job", "skipped", None, None, 0, 0.0)
-            break
+                completed.append(st)
+            continue
+        push_error(StepError(name, role, err))
+        if run._log:  # noqa: SLF001
+            logger.info(
+                "step {step} {phase} {outcome}: {error!r}",
+                run_id=run._run_id,  # noqa: SLF001
+                step=name,
+                phase=role,
+                outcome=outcome,
+                error=err,
+            )
+        if cb.is_job:
+            run._fatal = JobFailed(name, err)  # noqa: SLF001
+            if st.compensate_failed:
+                completed.append(st)
+            return
+        if outcome == "canceled":
+            run._fatal = err  # type: ignore[assignment]  # noqa: SLF001 - an ExecutionCanceled
+            return
+        trace((name, "job", "skipped", 0.0, 0, False))
+        if recorder is not None:
+            recorder.record(name, "job", "skipped", None, None, 0, 0.0)
+        index = entry.next_step
 
 
 def restore(run: Run, st: CompiledStep, restored: Restored) -> None:
     """Put a step's stored outcome back into the run, instead of running it."""
-    bag = run.bag
-    if restored.precheck_output is not _NOTHING:
+    bag = run._bag  # noqa: SLF001
+    if restored.precheck_output is not NOTHING:
         bag._precheck[st.key] = restored.precheck_output  # noqa: SLF001
-    if restored.job_output is not _NOTHING:
+    if restored.job_output is not NOTHING:
         bag._job[st.key] = restored.job_output  # noqa: SLF001
-    run.errors.extend(restored.errors)
-    run.calls.extend(restored.calls)
+    run._errors.extend(restored.errors)  # noqa: SLF001
+    if run._calls is not None:  # noqa: SLF001
+        run._calls.extend(restored.calls)  # noqa: SLF001
     if restored.job_ok:
-        run.completed.append(st)
+        run._completed.append(st)  # noqa: SLF001
 
 
-class _Nothing:
-    """No output was stored."""
-
-    __slots__ = ()
-
-
-_NOTHING: Final = _Nothing()
-NOTHING: Final = _NOTHING
-
-
-def compensate(run: Run) -> Generator[object, object, None]:
+def compensate(run: Run) -> Loop:
     """Undo the completed steps in reverse order; a failure does not stop the others."""
-    context = run.context
-    context._fatal = run.fatal  # noqa: SLF001
-    value = context._input  # noqa: SLF001
-    recorder = run.recorder
-    run.deadline = None  # a rollback is not cut short by the run's timeout
-    for st in reversed(run.completed):
+    run._compensation_errors = errors = []  # noqa: SLF001
+    calls = run._calls if run._calls is not None else []  # noqa: SLF001
+    run._calls = calls  # noqa: SLF001
+    value = run._input  # noqa: SLF001
+    recorder = run._recorder  # noqa: SLF001
+    run._deadline = None  # noqa: SLF001 - a rollback is not cut short by the run's timeout
+    for st in reversed(run._completed):  # noqa: SLF001
         cb = st.compensate
-        if cb is None or st.key in run.compensated:
+        if cb is None or st.key in run._compensated:  # noqa: SLF001
             continue
         name = st.name
-        context._step, context._phase = name, "compensate"  # noqa: SLF001
+        run._step, run._phase = name, "compensate"  # noqa: SLF001
         started = _clock()
         attempt = 0
-        err: BaseException | None = None
+        err: BaseException | None
         if cb.check_input is not None and not cb.check_input(value):
             err = UnassignableInput(name, "compensate", cb.input_hint, type_name(value))
         else:
             attempt, err = yield from invoke(run, cb, name, value, started)
         seconds = _clock() - started
         outcome: Outcome = "ok" if err is None else "failed"
-        run.calls.append((name, "compensate", outcome, seconds, attempt, False))
+        calls.append((name, "compensate", outcome, seconds, attempt, False))
         if recorder is not None:
             recorder.record(name, "compensate", outcome, None, err, attempt, seconds)
         if err is not None:
-            run.compensation_errors.append(StepError(name, "compensate", err))
-            if run.log:
+            errors.append(StepError(name, "compensate", err))
+            if run._log:  # noqa: SLF001
                 logger.info(
                     "step {step} compensation failed: {error!r}",
-                    run_id=context._run_id,  # noqa: SLF001
+                    run_id=run._run_id,  # noqa: SLF001
                     step=name,
                     error=err,
                 )
@@ -353,19 +443,18 @@ def invoke(
     """
     Call a compensation, with its retries: ``(attempts, error)``.
 
-    The forward loop inlines the same sequence: it is the hot path, and a
-    generator per callback costs more there than the rest of the bookkeeping.
+    `forward` inlines the same sequence: it is the hot path, where a generator
+    per callback would cost more than all the rest of its bookkeeping.
     """
-    context = run.context
     attempt = 0
     while True:
         attempt += 1
-        context._attempt = attempt  # noqa: SLF001
+        run._attempt = attempt  # noqa: SLF001
         err: BaseException | None = None
         try:
-            out = cb.call(context, value)
+            out = cb.call(run, value)
             if cb.is_async:
-                run.await_timeout = cb.timeout
+                run._await_timeout = cb.timeout  # noqa: SLF001
                 out = yield out
             if type(out) in CONTAINERS:
                 _, err = cb.settle(name, out)
@@ -379,24 +468,24 @@ def invoke(
         yield Sleep(wait)
 
 
-def drive(gen: Generator[object, object, None], run: Run) -> None:
-    """Run *gen* to the end from plain code."""
+def drive(loop: Loop, run: Run) -> None:
+    """Run *loop* to the end from plain code."""
     try:
-        request = gen.send(None)
+        request = loop.send(None)
         while type(request) is Sleep:
             time.sleep(request.seconds)
-            request = gen.send(None)
+            request = loop.send(None)
     except StopIteration:
         return
     # An awaitable: run the rest of the run on an event loop.
-    rest = drive_async(gen, run, request)
+    rest = drive_async(loop, run, request)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         asyncio.run(rest)
         return
-    # Called from inside a running loop (which we must not re-enter): block it,
-    # and run ours in a helper thread that sees this run's context variables.
+    # Called from inside a running event loop, which must not be re-entered:
+    # block it, and run ours in a helper thread that sees this run's context.
     context = contextvars.copy_context()
     with ThreadPoolExecutor(1, thread_name_prefix="choreograph-run") as pool:
         pool.submit(context.run, asyncio.run, rest).result()
@@ -405,11 +494,9 @@ def drive(gen: Generator[object, object, None], run: Run) -> None:
 _START: Final = object()
 
 
-async def drive_async(  # noqa: C901
-    gen: Generator[object, object, None], run: Run, request: object = _START
-) -> None:
-    """Run *gen* to the end inside a running event loop."""
-    send: Callable[[object], object] = gen.send
+async def drive_async(loop: Loop, run: Run, request: object = _START) -> None:
+    """Run *loop* (the loop of *run*) to the end inside a running event loop."""
+    send: Callable[[object], object] = loop.send
     try:
         if request is _START:
             request = send(None)
@@ -430,10 +517,10 @@ async def drive_async(  # noqa: C901
                     except TimeoutError:
                         if not scope.expired():
                             raise
-                        request = gen.throw(run.expiry(by_run))
+                        request = loop.throw(run._expiry(by_run))  # noqa: SLF001
                         continue
             except Exception as exc:  # noqa: BLE001 - the callback's error, for the loop to judge
-                request = gen.throw(exc)
+                request = loop.throw(exc)
                 continue
             request = send(result)
     except StopIteration:
@@ -442,10 +529,11 @@ async def drive_async(  # noqa: C901
 
 def _limit(run: Run) -> tuple[float | None, bool]:
     """Seconds the awaited callback may take, and whether the run's deadline binds."""
-    own = run.await_timeout
-    if run.deadline is None:
+    own = run._await_timeout  # noqa: SLF001
+    deadline = run._deadline  # noqa: SLF001
+    if deadline is None:
         return own, False
-    left = max(0.0, run.deadline - _monotonic())
+    left = max(0.0, deadline - _monotonic())
     if own is None or left <= own:
         return left, True
     return own, False

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Generic, Literal, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, NoReturn, Protocol, TypeVar
 
 from returns.result import Failure, Result, Success
 
@@ -29,8 +29,8 @@ class Call:
         outcome: ``"ok"``; ``"failed"``; ``"canceled"`` (the precheck raised
             `ExecutionCanceled`, or the run's timeout cancelled the callback);
             ``"skipped"`` (a job whose precheck failed).
-        seconds: Wall time, attempts and waits between them included; 0 for a
-            callback that was not called.
+        seconds: Wall time, retries and the waits between them included; 0
+            for a callback that was not called.
         attempts: How many times the callback was called (see retries); 0 when
             it was not called.
         restored: The outcome was restored from a store, not executed now.
@@ -46,42 +46,106 @@ class Call:
     restored: bool = False
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+class FinishedRun(Protocol):
+    """What a `RunResult` reads from the run it describes."""
+
+    _input: Any
+    _errors: list[StepError]
+    _fatal: ChoreographError | None
+    _bag: DataBag
+    _run_id: int
+    _key: str | None
+    _compensation_errors: list[StepError] | tuple[StepError, ...]
+
+    def _raw_calls(self) -> tuple[RawCall, ...]: ...
+
+
+class _Unpickled:
+    """A finished run rebuilt from its pickled fields."""
+
+    def __init__(  # noqa: PLR0913 - the fields of a result
+        self,
+        input: object,  # noqa: A002
+        errors: tuple[StepError, ...],
+        fatal: ChoreographError | None,
+        bag: DataBag,
+        run_id: int,
+        key: str | None,
+        compensation_errors: tuple[StepError, ...],
+        calls: tuple[RawCall, ...],
+    ) -> None:
+        self._input, self._errors, self._fatal, self._bag = input, list(errors), fatal, bag
+        self._run_id, self._key, self._compensation_errors, self._calls = run_id, key, compensation_errors, calls
+
+    def _raw_calls(self) -> tuple[RawCall, ...]:
+        return self._calls
+
+
+def _unpickle(*fields: Any) -> RunResult[Any]:
+    return RunResult(_Unpickled(*fields))
+
+
 class RunResult(Generic[InputT]):
     """
-    The outcome of one run.
-
-    Attributes:
-        input: The run's input.
-        errors: The error stack, oldest first (compensation errors excluded).
-        fatal: Why the run stopped early, or ``None``.
-        data_bag: The outputs of the run's callbacks.
-        run_id: Identifies the run within the process.
-        key: The idempotency key of a durable run, else ``None``.
-        compensation_errors: The errors of compensations that failed.
+    The outcome of one run: a read-only view of the finished run.
 
     .. versionadded:: 0.1.0
     """
 
-    input: InputT
-    errors: tuple[StepError, ...]
-    fatal: ChoreographError | None
-    data_bag: DataBag
-    run_id: int = 0
-    key: str | None = None
-    compensation_errors: tuple[StepError, ...] = ()
-    _calls: tuple[RawCall, ...] = field(default=(), repr=False)
+    __slots__ = ("_run",)
+
+    def __init__(self, run: FinishedRun) -> None:
+        object.__setattr__(self, "_run", run)
+
+    def __setattr__(self, name: str, value: object) -> NoReturn:
+        msg = f"RunResult is frozen: cannot set {name!r}"
+        raise AttributeError(msg)
+
+    def __delattr__(self, name: str) -> NoReturn:
+        msg = f"RunResult is frozen: cannot delete {name!r}"
+        raise AttributeError(msg)
+
+    @property
+    def input(self) -> InputT:
+        """The run's input."""
+        return self._run._input  # type: ignore[no-any-return]  # noqa: SLF001
+
+    @property
+    def errors(self) -> tuple[StepError, ...]:
+        """The error stack, oldest first (compensation errors excluded)."""
+        return tuple(self._run._errors)  # noqa: SLF001
+
+    @property
+    def fatal(self) -> ChoreographError | None:
+        """Why the run stopped early, or ``None``."""
+        return self._run._fatal  # noqa: SLF001
 
     @property
     def ok(self) -> bool:
         """Whether the run went through without a fatal error."""
-        return self.fatal is None
+        return self._run._fatal is None  # noqa: SLF001
+
+    @property
+    def data_bag(self) -> DataBag:
+        """The outputs of the run's callbacks."""
+        return self._run._bag  # noqa: SLF001
+
+    @property
+    def run_id(self) -> int:
+        """Identifies the run within the process."""
+        return self._run._run_id  # noqa: SLF001
+
+    @property
+    def key(self) -> str | None:
+        """The idempotency key of a durable run, else ``None``."""
+        return self._run._key  # noqa: SLF001
 
     @property
     def trace(self) -> tuple[Call, ...]:
         """Every callback the run considered, in order (see `Call`)."""
         return tuple(
-            Call(step=s, phase=p, outcome=o, seconds=t, attempts=a, restored=r) for s, p, o, t, a, r in self._calls
+            Call(step=s, phase=p, outcome=o, seconds=t, attempts=a, restored=r)
+            for s, p, o, t, a, r in self._run._raw_calls()  # noqa: SLF001
         )
 
     @property
@@ -89,14 +153,20 @@ class RunResult(Generic[InputT]):
         """The trace entries of the compensations that ran, in the order they ran."""
         return tuple(call for call in self.trace if call.phase == "compensate")
 
+    @property
+    def compensation_errors(self) -> tuple[StepError, ...]:
+        """The errors of the compensations that failed, in the order they ran."""
+        return tuple(self._run._compensation_errors)  # noqa: SLF001
+
     def raise_for_fatal(self) -> RunResult[InputT]:
         """
         Raise the fatal error if there is one, else return this result.
 
         .. versionadded:: 0.1.0
         """
-        if self.fatal is not None:
-            raise self.fatal
+        fatal = self._run._fatal  # noqa: SLF001
+        if fatal is not None:
+            raise fatal
         return self
 
     def to_result(self) -> Result[DataBag, ChoreographError]:
@@ -105,6 +175,36 @@ class RunResult(Generic[InputT]):
 
         .. versionadded:: 0.1.0
         """
-        if self.fatal is None:
-            return Success(self.data_bag)
-        return Failure(self.fatal)
+        fatal = self._run._fatal  # noqa: SLF001
+        if fatal is None:
+            return Success(self._run._bag)  # noqa: SLF001
+        return Failure(fatal)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        run = self._run
+        fields = (
+            run._input,  # noqa: SLF001
+            tuple(run._errors),  # noqa: SLF001
+            run._fatal,  # noqa: SLF001
+            run._bag,  # noqa: SLF001
+            run._run_id,  # noqa: SLF001
+            run._key,  # noqa: SLF001
+            tuple(run._compensation_errors),  # noqa: SLF001
+            run._raw_calls(),  # noqa: SLF001
+        )
+        return (_unpickle, fields)
+
+    def __repr__(self) -> str:
+        status = "ok" if self.ok else f"fatal={self.fatal!r}"
+        return f"<RunResult run_id={self.run_id} {status} errors={len(self._run._errors)}>"  # noqa: SLF001
+
+
+_new_result = RunResult.__new__
+_set_run = RunResult._run.__set__  # type: ignore[attr-defined]  # the slot's descriptor  # noqa: SLF001
+
+
+def result_of(run: FinishedRun) -> RunResult[Any]:
+    """Wrap a finished run, skipping the frozen class's ``__setattr__`` guard."""
+    result: RunResult[Any] = _new_result(RunResult)
+    _set_run(result, run)
+    return result

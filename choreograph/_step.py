@@ -82,12 +82,17 @@ class Callback:
     #: Calls `fn` with `(context, input)`, passing only what it takes.
     call: Callable[[object, object], object]
     is_async: bool
+    takes_context: bool
     takes_input: bool
     check_input: _Checker | None
+    #: The input annotation when it is a plain class (checked with isinstance).
+    input_class: type | None
     input_hint: str
     has_output: bool
     #: True for an acceptable output that is not a container; None: unannotated.
     check_output: _Checker | None
+    #: The output annotation when it is a plain class (checked with isinstance).
+    output_class: type | None
     output_hint: str
     retry: RetryPolicy | None
     timeout: float | None
@@ -217,6 +222,12 @@ def _compile_check(step: str, role: Role, what: str, hint: object) -> _Checker |
     return functools.partial(is_bearable, hint=hint)
 
 
+def _plain_class(check: _Checker | None) -> type | None:
+    """The class whose ``__instancecheck__`` *check* is, if it is one."""
+    owner = getattr(check, "__self__", None)
+    return owner if isinstance(owner, type) and getattr(check, "__name__", "") == "__instancecheck__" else None
+
+
 def _output_hint(hint: object) -> object:
     """For ``Result[T, E]`` and ``IOResult[T, E]`` the output is checked against ``T``."""
     origin = get_origin(hint)
@@ -293,17 +304,22 @@ def compile_callback(
     ret = sig.return_annotation
     has_output = ret is not None and ret is not NoneType
     out_hint = _output_hint(ret) if has_output else Any
+    check_input = _compile_check(step, role, "input", input_hint) if input_param is not None else None
+    check_output = _compile_check(step, role, "return", out_hint)
     return Callback(
         fn=fn,
         role=role,
         is_job=role == "job",
         call=_caller(fn, takes_context, input_param is not None),
         is_async=_is_async(fn),
+        takes_context=takes_context,
         takes_input=input_param is not None,
-        check_input=(_compile_check(step, role, "input", input_hint) if input_param is not None else None),
+        check_input=check_input,
+        input_class=_plain_class(check_input),
         input_hint=hint_name(input_hint),
         has_output=has_output,
-        check_output=_compile_check(step, role, "return", out_hint),
+        check_output=check_output,
+        output_class=_plain_class(check_output),
         output_hint=hint_name(out_hint),
         retry=retry if role != "precheck" or (retry is not None and retry.prechecks) else None,
         timeout=timeout,

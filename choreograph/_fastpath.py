@@ -1,0 +1,106 @@
+"""
+A plan's fast path: one generated function that runs the plan's callbacks while they succeed.
+
+Most runs of most flows are all successes. For them, the general run loop's
+bookkeeping (a trace tuple per callback, retry and timeout handling, outcome
+classification) costs several times the callbacks themselves. So each plan gets
+a straight-line function, generated once when a step is added, like the
+``__init__`` that `dataclasses` writes: every callback is called with its own
+argument form, every check is a single ``isinstance`` or checker call, every
+output goes straight into the DataBag, and the trace is kept as one timestamp
+per callback.
+
+The fast path decides nothing but success. At the first callback it does not
+handle (an ``async def`` callback, one with a timeout) it stops *before*
+calling it; at the first callback that raises, returns a ``returns`` container
+or an output its fast check refuses, it stops *after* calling it and leaves the
+result in ``run._pending``. Either way it returns that callback's index, and
+`choreograph._engine.hand_over` continues the run from there with the general
+loop, which decides every outcome. It returns ``-1`` when every callback
+succeeded.
+
+The fast path does not set the context's step and phase: while a run is on
+it, they are read off the timestamps taken so far (see `choreograph._engine.Run`).
+
+Plain-class input checks are made once per run and class, at the first
+callback that needs them: the input is the same object throughout the run,
+and its class cannot change, so a later check of the same class could only
+repeat the first one's answer. Other checks (generic aliases, protocols...) are
+made before every callback, as the input's contents may have changed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from ._step import CONTAINERS, Callback
+
+#: (run, input, precheck table, job table, stamps) -> index where it stopped, or -1.
+#: ``stamps[0]`` is set by the caller; callback ``i`` sets ``stamps[i + 1]`` (``perf_counter_ns``).
+FastPath = Callable[[object, object, dict[str, object], dict[str, object], list[int]], int]
+
+
+class _Entry(Protocol):
+    callback: Callback
+    first: bool
+
+    @property
+    def step(self) -> _Step: ...
+
+
+class _Step(Protocol):
+    name: str
+    key: str
+
+
+def build_fast_path(entries: Sequence[_Entry]) -> FastPath:
+    """
+    Generate the fast path of a plan (see the module's docstring).
+
+    >>> build_fast_path([])(None, None, {}, {}, [0])
+    -1
+    """
+    namespace: dict[str, object] = {"CONTAINERS": CONTAINERS, "clock": time.perf_counter_ns}
+    lines = ["def fast_path(run, value, pt, jt, stamps):"]
+    checked: set[type] = set()
+    for index, entry in enumerate(entries):
+        cb = entry.callback
+        if cb.is_async or cb.timeout is not None:
+            lines.append(f"    return {index}")
+            break
+        if cb.input_class is not None:
+            if cb.input_class not in checked:
+                checked.add(cb.input_class)
+                namespace[f"I{index}"] = cb.input_class
+                lines.append(f"    if not isinstance(value, I{index}): return {index}")
+        elif cb.check_input is not None:
+            namespace[f"I{index}"] = cb.check_input
+            lines.append(f"    if not I{index}(value): return {index}")
+        namespace[f"F{index}"] = cb.fn
+        args = ", ".join(name for name, takes in (("run", cb.takes_context), ("value", cb.takes_input)) if takes)
+        lines += [
+            "    try:",
+            f"        out = F{index}({args})",
+            "    except Exception as exc:",
+            "        run._pending = (None, exc)",
+            f"        return {index}",
+        ]
+        if cb.has_output and cb.output_class is not None:
+            namespace[f"O{index}"] = cb.output_class
+            test = f"not isinstance(out, O{index})"
+        elif cb.has_output and cb.check_output is not None:
+            namespace[f"O{index}"] = cb.check_output
+            test = f"not O{index}(out)"
+        else:
+            test = "out.__class__ in CONTAINERS"
+        lines += [f"    if {test}:", "        run._pending = (out, None)", f"        return {index}"]
+        if cb.has_output:
+            lines.append(f"    {'jt' if cb.is_job else 'pt'}[{entry.step.key!r}] = out")
+        lines.append(f"    stamps[{index + 1}] = clock()")
+    else:
+        lines.append("    return -1")
+    code = compile("\n".join(lines), "<choreograph fast path>", "exec")
+    exec(code, namespace)  # noqa: S102 - source built above from names and repr()s only
+    return namespace["fast_path"]  # type: ignore[return-value]
