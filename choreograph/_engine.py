@@ -299,12 +299,13 @@ def forward(  # noqa: C901, PLR0912, PLR0915 - the run loop, kept in one frame f
                 attempt += 1
                 run._attempt = attempt  # noqa: SLF001
                 out = err = None
+                began = clock() if cb.timeout is not None else 0.0
                 try:
                     out = cb.call(run, value)
                     if cb.is_async:
                         run._await_timeout = cb.timeout  # noqa: SLF001
                         out = yield out
-                    elif cb.timeout is not None and clock() - started > cb.timeout * attempt:
+                    elif cb.timeout is not None and clock() - began > cb.timeout:
                         err = CallbackTimeout(name, role, cb.timeout)
                 except Expired:
                     seconds = clock() - started

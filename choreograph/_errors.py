@@ -277,3 +277,87 @@ class CallbackTimeout(ChoreographError, TimeoutError):
 
     def __str__(self) -> str:
         return f"{self.phase} of step {self.step!r} took longer than its timeout of {self.timeout:g}s"
+
+
+class StoreError(ChoreographError, OSError):
+    """
+    A durable store can't be used: not a store, corrupt, too new, or unreachable.
+
+    Nothing in the file was changed when this is raised on opening a store.
+
+    Attributes:
+        path: The store's file.
+        problem: What is wrong.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(path, problem)
+        self.path, self.problem = path, problem
+
+    def __str__(self) -> str:
+        return f"store {self.path}: {self.problem}"
+
+
+class PoisonedRun(ChoreographError):
+    """
+    A durable run's key was interrupted too many times, so it is no longer retried.
+
+    Run it again with ``fresh=True`` once the cause is fixed.
+
+    Attributes:
+        key: The run's idempotency key.
+        interruptions: How many times a run of this key was interrupted.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, key: str, interruptions: int) -> None:
+        super().__init__(key, interruptions)
+        self.key, self.interruptions = key, interruptions
+
+    def __str__(self) -> str:
+        return f"key {self.key!r} was interrupted {self.interruptions} times: marked as poisoned, not run again"
+
+
+class KeyBusy(ChoreographError):
+    """
+    A durable run's key stayed leased by another live process for longer than the wait allowed.
+
+    Attributes:
+        key: The run's idempotency key.
+        owner: Who holds the lease.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, key: str, owner: str) -> None:
+        super().__init__(key, owner)
+        self.key, self.owner = key, owner
+
+    def __str__(self) -> str:
+        return f"key {self.key!r} is being run by {self.owner}"
+
+
+class UnstorableOutput(ChoreographError, TypeError):
+    """
+    A durable run's callback returned an output its store's codec can't encode.
+
+    It counts as a failure of that callback, at that step.
+
+    Attributes:
+        step: The step's name.
+        phase: ``"precheck"`` or ``"job"``.
+        type_name: The output's type.
+        problem: The codec's explanation.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, step: str, phase: Phase, type_name: str, problem: str) -> None:
+        super().__init__(step, phase, type_name, problem)
+        self.step, self.phase, self.type_name, self.problem = step, phase, type_name, problem
+
+    def __str__(self) -> str:
+        return f"{self.phase} of step {self.step!r} returned a {self.type_name} the store can't encode: {self.problem}"

@@ -10,7 +10,7 @@ import typing
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
 from types import NoneType
-from typing import Any, Final, Literal, Protocol, get_args, get_origin
+from typing import Any, Final, ForwardRef, Literal, Protocol, get_args, get_origin
 
 from beartype.door import is_bearable
 from beartype.roar import BeartypeException
@@ -177,18 +177,24 @@ def _signature(step: str, role: Role, fn: Callable[..., object]) -> inspect.Sign
     except (ValueError, TypeError) as exc:
         raise StepDefinitionError(step, role, f"cannot read its signature ({exc})") from exc
     try:
-        return inspect.signature(fn, eval_str=True)
+        sig = inspect.signature(fn, eval_str=True)
     except Exception:  # noqa: BLE001 - resolve one annotation at a time, to name the culprit
-        namespace = dict(vars(builtins)) | {"Context": Context} | _globals_of(fn)
+        sig = raw
+    hints = [p.annotation for p in sig.parameters.values()] + [sig.return_annotation]
+    if not any(isinstance(hint, str | ForwardRef) for hint in hints):
+        return sig
+    namespace = dict(vars(builtins)) | {"Context": Context} | _globals_of(fn)
     params = [
         param.replace(annotation=_resolve(step, role, param.name, param.annotation, namespace))
-        for param in raw.parameters.values()
+        for param in sig.parameters.values()
     ]
-    ret = _resolve(step, role, "return", raw.return_annotation, namespace)
-    return raw.replace(parameters=params, return_annotation=ret)
+    ret = _resolve(step, role, "return", sig.return_annotation, namespace)
+    return sig.replace(parameters=params, return_annotation=ret)
 
 
 def _resolve(step: str, role: Role, where: str, hint: object, namespace: dict[str, Any]) -> object:
+    if isinstance(hint, ForwardRef):
+        hint = hint.__forward_arg__
     if not isinstance(hint, str):
         return hint
     if _is_context(hint) and "[" not in hint:

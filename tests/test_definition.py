@@ -1,0 +1,704 @@
+"""Step definitions: which callback forms `add_step` accepts, and how they are called."""
+
+import functools
+import importlib.util
+import inspect
+import sys
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from choreograph import (
+    ChoreographError,
+    Context,
+    Coordinator,
+    Step,
+    StepDefinitionError,
+    UnassignableInput,
+)
+
+
+def _load_future_callbacks() -> ModuleType:
+    """Import tests/_future_callbacks.py (tests/ is not a package, nor on sys.path)."""
+    name = "choreograph_tests_future_callbacks"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_future_callbacks.py"))
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+future = _load_future_callbacks()
+
+
+def ok_job() -> None:
+    """Do nothing."""
+
+
+def run_one(job: Callable[..., object], input: object = None, *, precheck: Callable[..., object] | None = None):  # noqa: A002
+    """Run a one-step coordinator (step "s") and return its result, which must be ok."""
+    coordinator = Coordinator()
+    coordinator.add_step(Step("s", job, precheck))
+    result = coordinator.run(input)
+    assert result.fatal is None, result.fatal
+    assert result.errors == ()
+    return result
+
+
+def add_bad(step: Step, coordinator: Coordinator | None = None) -> StepDefinitionError:
+    """Add *step*, which must be refused, and return the error."""
+    coordinator = Coordinator() if coordinator is None else coordinator
+    before = coordinator.steps
+    with pytest.raises(StepDefinitionError) as excinfo:
+        coordinator.add_step(step)
+    assert coordinator.steps == before  # a refused step is not added
+    return excinfo.value
+
+
+def check_error(error: StepDefinitionError, step: str, callback: str, *fragments: str) -> None:
+    """Check the attributes of *error*, and that its message names the step, the callback and the problem."""
+    assert isinstance(error, TypeError)
+    assert isinstance(error, ChoreographError)
+    assert error.step == step
+    assert error.callback == callback
+    message = str(error)
+    assert repr(step) in message
+    assert callback in message
+    assert error.problem
+    assert error.problem in message
+    for fragment in fragments:
+        assert fragment.lower() in error.problem.lower()
+
+
+# -- definition errors ---------------------------------------------------------
+
+
+def test_empty_name():
+    """An empty step name is a definition error."""
+    error = add_bad(Step("", ok_job))
+    check_error(error, "", "step", "empty")
+
+
+def test_whitespace_only_name():
+    """A name made of whitespace only counts as empty."""
+    error = add_bad(Step("  \t ", ok_job))
+    check_error(error, "  \t ", "step", "empty")
+
+
+@pytest.mark.parametrize(("taken", "again"), [("Load", "load"), ("load", "Load"), ("lOaD", "LoAd")])
+def test_duplicate_name_ignores_case(taken, again):
+    """A name already taken in another case is a definition error naming both spellings."""
+    coordinator = Coordinator()
+    first = coordinator.add_step(Step(taken, ok_job))
+    error = add_bad(Step(again, ok_job), coordinator)
+    check_error(error, again, "step", repr(taken))
+    assert coordinator.steps == (first,)
+
+
+def test_duplicate_name_same_case():
+    """The exact same name twice is a definition error."""
+    coordinator = Coordinator()
+    coordinator.add_step(Step("load", ok_job))
+    error = add_bad(Step("load", ok_job), coordinator)
+    check_error(error, "load", "step")
+
+
+def test_job_none():
+    """A step without a job is a definition error about the job."""
+    error = add_bad(Step("s", None))  # type: ignore[arg-type]
+    check_error(error, "s", "job", "required")
+
+
+def test_job_not_callable():
+    """A job that is not callable is a definition error naming the wrong type."""
+    error = add_bad(Step("s", 42))  # type: ignore[arg-type]
+    check_error(error, "s", "job", "callable", "int")
+
+
+def test_precheck_not_callable():
+    """A precheck that is not callable is a definition error about the precheck."""
+    error = add_bad(Step("s", ok_job, "yes"))  # type: ignore[arg-type]
+    check_error(error, "s", "precheck", "callable", "str")
+
+
+def test_var_positional():
+    """A callback taking *args is a definition error naming the parameter."""
+
+    def job(*args):
+        return args
+
+    check_error(add_bad(Step("s", job)), "s", "job", "*args")
+
+
+def test_var_keyword():
+    """A callback taking **kwargs is a definition error naming the parameter."""
+
+    def job(x, **kwargs):
+        return x, kwargs
+
+    check_error(add_bad(Step("s", job)), "s", "job", "**kwargs")
+
+
+def test_required_keyword_only():
+    """A keyword-only parameter without a default is a definition error naming it."""
+
+    def job(x, *, mode):
+        return x, mode
+
+    check_error(add_bad(Step("s", job)), "s", "job", "mode")
+
+
+def test_two_inputs_without_defaults():
+    """Two non-context parameters without defaults are a definition error naming them."""
+
+    def job(first, second):
+        return first, second
+
+    check_error(add_bad(Step("s", job)), "s", "job", "first", "second")
+
+
+def test_two_inputs_after_context():
+    """A context parameter followed by two parameters without defaults is a definition error."""
+
+    def job(ctx: Context, first: int, second: int) -> int:
+        return first + second
+
+    check_error(add_bad(Step("s", job)), "s", "job", "first", "second")
+
+
+def test_annotated_context_not_first():
+    """A parameter annotated Context that is not the first is a definition error naming it."""
+
+    def job(x: int, ctx: Context) -> int:
+        return x
+
+    check_error(add_bad(Step("s", job)), "s", "job", "ctx", "first")
+
+
+def test_unannotated_context_not_first():
+    """An unannotated `ctx` parameter that is not the first is a definition error naming it."""
+
+    def job(x, ctx):
+        return x
+
+    check_error(add_bad(Step("s", job)), "s", "job", "ctx", "first")
+
+
+def test_unresolvable_string_annotation():
+    """A string annotation that cannot be resolved is a definition error naming it."""
+
+    def job(x: "NoSuchType") -> None:  # noqa: F821
+        del x
+
+    check_error(add_bad(Step("s", job)), "s", "job", "NoSuchType")
+
+
+def test_unresolvable_return_annotation():
+    """An unresolvable return annotation is a definition error naming it."""
+
+    def job(x: int) -> "NoSuchResult":  # noqa: F821
+        return x
+
+    check_error(add_bad(Step("s", job)), "s", "job", "NoSuchResult")
+
+
+def test_unresolvable_annotation_of_a_defaulted_parameter():
+    """An unresolvable hint is a definition error even on a parameter that is never passed."""
+
+    def job(x: int, extra: "NoSuchExtra" = None) -> None:  # noqa: F821
+        del x, extra
+
+    check_error(add_bad(Step("s", job)), "s", "job", "NoSuchExtra")
+
+
+def test_precheck_problem_names_the_precheck():
+    """A bad precheck is reported as the precheck's problem, not the job's."""
+
+    def precheck(*values):
+        return values
+
+    check_error(add_bad(Step("s", ok_job, precheck)), "s", "precheck", "*values")
+
+
+def test_bad_job_with_good_precheck_adds_nothing():
+    """A step refused for its job leaves the coordinator's steps unchanged, and its name free."""
+    coordinator = Coordinator()
+
+    def bad(a, b):
+        return a, b
+
+    add_bad(Step("s", bad, precheck=ok_job), coordinator)
+    step = coordinator.add_step(Step("S", ok_job))
+    assert coordinator.steps == (step,)
+
+
+def test_decorator_reports_definition_errors():
+    """The decorator form raises the same StepDefinitionError when decorating a bad job."""
+    coordinator = Coordinator()
+    with pytest.raises(StepDefinitionError) as excinfo:
+
+        @coordinator.step("s")
+        def job(*args):
+            return args
+
+    check_error(excinfo.value, "s", "job", "*args")
+    assert coordinator.steps == ()
+
+
+# -- accepted forms --------------------------------------------------------------
+
+
+def test_no_parameters():
+    """A callback without parameters is called with nothing, and its output is stored."""
+    calls = []
+
+    def precheck():
+        calls.append("precheck")
+        return "p"
+
+    def job():
+        calls.append("job")
+        return "j"
+
+    result = run_one(job, "in", precheck=precheck)
+    assert calls == ["precheck", "job"]
+    assert result.data_bag.get_precheck_data("s") == "p"
+    assert result.data_bag.get_job_data("s") == "j"
+
+
+@pytest.mark.parametrize("name", ["ctx", "context"])
+def test_unannotated_context_by_name(name):
+    """An unannotated single parameter named ctx or context receives the Context."""
+    seen = []
+    namespace = {"seen": seen}
+    exec(f"def job({name}):\n    seen.append({name})\n", namespace)  # noqa: S102
+    run_one(namespace["job"], "in")
+    [ctx] = seen
+    assert isinstance(ctx, Context)
+    assert ctx.input == "in"
+
+
+def test_annotated_context_any_name():
+    """A parameter annotated Context receives the Context whatever its name."""
+    seen = []
+
+    def job(c: Context) -> None:
+        seen.append((c, c.input, c.step))
+
+    run_one(job, 7)
+    [(ctx, value, step)] = seen
+    assert isinstance(ctx, Context)
+    assert (value, step) == (7, "s")
+
+
+def test_string_context_annotation():
+    """A parameter annotated with the string "Context" receives the Context."""
+    seen = []
+
+    def job(c: "Context") -> None:
+        seen.append(c)
+
+    run_one(job, 7)
+    [ctx] = seen
+    assert isinstance(ctx, Context)
+    assert ctx.input == 7
+
+
+class Order:
+    """An input type, made available to callbacks compiled in their own namespace."""
+
+
+def test_string_context_marker_without_import():
+    """The string "Context" is recognised where Context is not defined; other hints use the module's globals."""
+    namespace: dict[str, object] = {"Order": Order}
+    exec(  # noqa: S102
+        "seen = []\ndef job(c: 'Context', x: 'Order') -> None:\n    seen.append((c, x))\n",
+        namespace,
+    )
+    order = Order()
+    run_one(namespace["job"], order)  # type: ignore[arg-type]
+    [(ctx, value)] = namespace["seen"]  # type: ignore[misc]
+    assert isinstance(ctx, Context)
+    assert value is order
+
+    coordinator = Coordinator()
+    coordinator.add_step(Step("s", namespace["job"]))  # type: ignore[arg-type]
+    result = coordinator.run("not an order")
+    assert isinstance(result.fatal, UnassignableInput)
+    assert "Order" in result.fatal.expected
+    assert len(namespace["seen"]) == 1  # type: ignore[arg-type]
+
+
+def test_forward_reference_context_annotation():
+    """A parameter annotated with a forward reference to Context receives the Context."""
+    seen = []
+
+    def job(c: typing.ForwardRef("Context"), x: int) -> None:  # type: ignore[valid-type]
+        seen.append((c, x))
+
+    run_one(job, 3)
+    [(ctx, value)] = seen
+    assert isinstance(ctx, Context)
+    assert value == 3
+
+
+def test_generic_context_annotation():
+    """A parameter annotated Context[int] receives the Context, and the next one the input."""
+    seen = []
+
+    def job(c: Context[int], x: int) -> None:
+        seen.append((c, x))
+
+    run_one(job, 5)
+    [(ctx, value)] = seen
+    assert isinstance(ctx, Context)
+    assert value == 5
+
+
+def test_future_annotations_module():
+    """Callbacks of a module with postponed annotations get the context and the input."""
+    record = future.Record(4)
+    coordinator = Coordinator()
+    coordinator.add_step(
+        Step("Load", future.job_with_context_and_record, precheck=future.precheck_with_generic_context)
+    )
+    coordinator.add_step(Step("echo", future.job_with_input_only))
+    result = coordinator.run(record)
+    assert result.fatal is None
+    assert result.data_bag.get_precheck_data("load") == 4
+    assert result.data_bag.get_job_data("load") == "Load:4"
+    assert result.data_bag.get_job_data("echo") is record
+
+
+def test_future_annotations_are_resolved_for_checks():
+    """A postponed hint naming a type of its module is resolved, so the input is checked against it."""
+    coordinator = Coordinator()
+    coordinator.add_step(Step("echo", future.job_with_input_only))
+    result = coordinator.run({"id": 4})
+    assert isinstance(result.fatal, UnassignableInput)
+    assert "Record" in result.fatal.expected
+    assert not result.data_bag.has_job_data("echo")
+
+
+def test_future_annotations_none_return():
+    """A postponed `-> None` return annotation still means the callback has no output."""
+    result = run_one(future.job_without_output, future.Record(1))
+    assert not result.data_bag.has_job_data("s")
+
+
+def test_input_only():
+    """A single unannotated parameter that is not named ctx/context receives the input."""
+    seen = []
+
+    def job(x):
+        seen.append(x)
+
+    value = object()
+    run_one(job, value)
+    assert seen == [value]
+
+
+def test_context_then_input():
+    """`(ctx, x)` receives the Context and then the input."""
+    seen = []
+
+    def job(ctx, x):
+        seen.append((ctx, x))
+
+    run_one(job, "in")
+    [(ctx, value)] = seen
+    assert isinstance(ctx, Context)
+    assert value == "in"
+
+
+def test_annotation_wins_over_name():
+    """`ctx: int` is an input parameter: it receives the input, checked against int."""
+    seen = []
+
+    def job(ctx: int) -> None:
+        seen.append(ctx)
+
+    run_one(job, 12)
+    assert seen == [12]
+
+    coordinator = Coordinator()
+    coordinator.add_step(Step("s", job))
+    result = coordinator.run("not an int")
+    assert isinstance(result.fatal, UnassignableInput)
+    assert seen == [12]
+
+
+def test_single_parameter_with_default_is_the_input():
+    """A single non-context parameter with a default receives the input, not its default."""
+    seen = []
+
+    def job(x=5):
+        seen.append(x)
+
+    run_one(job, 9)
+    run_one(job, None)
+    assert seen == [9, None]
+
+
+def test_context_and_input_with_default():
+    """`(ctx, x=default)` receives the input as x."""
+    seen = []
+
+    def job(ctx: Context, x: int = 0) -> None:
+        seen.append((ctx.step, x))
+
+    run_one(job, 3)
+    assert seen == [("s", 3)]
+
+
+def test_extra_parameters_with_defaults_are_not_passed():
+    """Parameters after the input keep their defaults."""
+    seen = []
+
+    def job(ctx, x, y=3, z="z"):
+        seen.append((isinstance(ctx, Context), x, y, z))
+
+    def precheck(x, y=4):
+        seen.append((x, y))
+
+    run_one(job, "in", precheck=precheck)
+    assert seen == [("in", 4), (True, "in", 3, "z")]
+
+
+def test_keyword_only_with_default():
+    """Keyword-only parameters with defaults are allowed, and keep their defaults."""
+    seen = []
+
+    def job(x, *, flag=True, label="l"):
+        seen.append((x, flag, label))
+
+    run_one(job, 1)
+    assert seen == [(1, True, "l")]
+
+
+def test_lambdas():
+    """Lambdas are callbacks like any other: `lambda ctx: ...` gets the context, `lambda x: ...` the input."""
+    result = run_one(lambda x: x * 2, 21, precheck=lambda ctx: ctx.step)
+    assert result.data_bag.get_job_data("s") == 42
+    assert result.data_bag.get_precheck_data("s") == "s"
+
+
+def test_functools_partial():
+    """A functools.partial is called with what its remaining parameters take."""
+    seen = []
+
+    def job(prefix: str, ctx: Context, x: int) -> str:
+        seen.append(ctx)
+        return f"{prefix}{x}"
+
+    def precheck(prefix, x):
+        return prefix + str(x)
+
+    result = run_one(functools.partial(job, "#"), 4, precheck=functools.partial(precheck, "p"))
+    assert result.data_bag.get_job_data("s") == "#4"
+    assert result.data_bag.get_precheck_data("s") == "p4"
+    assert isinstance(seen[0], Context)
+
+
+def test_functools_partial_is_type_checked():
+    """The input hint of a partial's remaining parameter is checked."""
+
+    def job(prefix: str, x: int) -> str:
+        return f"{prefix}{x}"
+
+    coordinator = Coordinator()
+    coordinator.add_step(Step("s", functools.partial(job, "#")))
+    result = coordinator.run("four")
+    assert isinstance(result.fatal, UnassignableInput)
+
+
+class Service:
+    """Holds callbacks as methods."""
+
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+
+    def job(self, ctx: Context, x: int) -> int:
+        assert isinstance(ctx, Context)
+        return x * self.factor
+
+    def precheck(self, x):
+        return x + self.factor
+
+    async def ajob(self, x: int) -> int:
+        return x - self.factor
+
+
+def test_bound_methods():
+    """Bound methods are called without self: plain and async ones."""
+    service = Service(10)
+    result = run_one(service.job, 2, precheck=service.precheck)
+    assert result.data_bag.get_job_data("s") == 20
+    assert result.data_bag.get_precheck_data("s") == 12
+    assert run_one(service.ajob, 2).data_bag.get_job_data("s") == -8
+
+
+class Multiply:
+    """A callable class instance taking the context and the input."""
+
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+
+    def __call__(self, ctx: Context, x: int) -> int:
+        return x * self.factor + len(ctx.step)
+
+
+class AsyncCheck:
+    """A callable class instance with an async `__call__` taking the input."""
+
+    async def __call__(self, x: int) -> str:
+        return f"checked {x}"
+
+
+def test_callable_instances():
+    """Instances of classes with `__call__` (plain or async) are callbacks."""
+    result = run_one(Multiply(3), 2, precheck=AsyncCheck())
+    assert result.data_bag.get_job_data("s") == 7
+    assert result.data_bag.get_precheck_data("s") == "checked 2"
+
+
+def test_callable_instance_is_type_checked():
+    """The input annotation of `__call__` is checked."""
+    coordinator = Coordinator()
+    coordinator.add_step(Step("s", Multiply(3)))
+    result = coordinator.run("two")
+    assert isinstance(result.fatal, UnassignableInput)
+
+
+def test_async_callbacks():
+    """`async def` callbacks are awaited by `run`, and mix with plain ones."""
+    seen = []
+
+    async def precheck(ctx: Context) -> str:
+        seen.append(("precheck", ctx.step))
+        return "p"
+
+    async def job(ctx, x):
+        seen.append(("job", x))
+        return x + 1
+
+    def plain(x: int) -> int:
+        seen.append(("plain", x))
+        return x * 2
+
+    coordinator = Coordinator()
+    coordinator.add_step(Step("a", job, precheck))
+    coordinator.add_step(Step("b", plain))
+    coordinator.add_step(Step("c", functools.partial(job, None)))
+    result = coordinator.run(1)
+    assert result.fatal is None
+    assert seen == [("precheck", "a"), ("job", 1), ("plain", 1), ("job", 1)]
+    assert result.data_bag.get_precheck_data("a") == "p"
+    assert result.data_bag.get_job_data("a") == 2
+    assert result.data_bag.get_job_data("b") == 2
+    assert result.data_bag.get_job_data("c") == 2
+
+
+def test_callbacks_are_inspected_once():
+    """Changing a callback's annotations or signature after `add_step` does not change how it is called."""
+
+    def job(x: int) -> int:
+        return x * 2
+
+    coordinator = Coordinator()
+    coordinator.add_step(Step("s", job))
+    job.__annotations__ = {"x": str, "return": str}
+    job.__signature__ = inspect.Signature()  # type: ignore[attr-defined]
+    result = coordinator.run(4)
+    assert result.fatal is None
+    assert result.data_bag.get_job_data("s") == 8
+
+
+# -- outputs --------------------------------------------------------------------
+
+
+def test_none_return_annotation_stores_nothing():
+    """A callback annotated `-> None` has no output: what it returns is ignored."""
+
+    def job(x) -> None:
+        return x
+
+    result = run_one(job, 5)
+    assert not result.data_bag.has_job_data("s")
+
+
+def test_unannotated_return_stores_none():
+    """An unannotated callback's return value is stored even when it is None."""
+
+    def job(x):
+        del x
+
+    result = run_one(job, 5)
+    assert result.data_bag.has_job_data("s")
+    assert result.data_bag.get_job_data("s", "missing") is None
+
+
+# -- coordinator ---------------------------------------------------------------
+
+
+def test_add_step_returns_the_step():
+    """`add_step` returns the very step it was given."""
+    step = Step("s", ok_job)
+    assert Coordinator().add_step(step) is step
+
+
+def test_steps_tuple_in_execution_order():
+    """`steps` is a tuple of the added steps in the order they run."""
+    order = []
+    coordinator = Coordinator()
+    names = ["third", "first", "second"]
+    added = [coordinator.add_step(Step(name, functools.partial(order.append, name))) for name in names]
+    assert isinstance(coordinator.steps, tuple)
+    assert coordinator.steps == tuple(added)
+    result = coordinator.run()
+    assert result.fatal is None
+    assert order == names
+    assert [call.step for call in result.trace] == names
+
+
+def test_decorator_registers_the_job_and_returns_it():
+    """`@coordinator.step(name, precheck=fn)` adds a step with the function as job, and returns it unchanged."""
+    coordinator = Coordinator()
+
+    def check(x: int) -> bool:
+        return x > 0
+
+    def job(ctx: Context, x: int) -> str:
+        return f"{ctx.step}={x}"
+
+    decorated = coordinator.step("Compute", precheck=check)(job)
+    assert decorated is job
+    [step] = coordinator.steps
+    assert step.name == "Compute"
+    assert step.job is job
+    assert step.precheck is check
+    result = coordinator.run(3)
+    assert result.fatal is None
+    assert result.data_bag.get_precheck_data("compute") is True
+    assert result.data_bag.get_job_data("compute") == "Compute=3"
+
+
+def test_decorator_syntax():
+    """The decorator works with `@` syntax, and the decorated name is still the plain function."""
+    coordinator = Coordinator()
+
+    @coordinator.step("double")
+    def double(x: int) -> int:
+        return x * 2
+
+    assert double(4) == 8
+    assert coordinator.steps[0].job is double
+    assert coordinator.steps[0].precheck is None
+    assert coordinator.run(5).data_bag.get_job_data("double") == 10

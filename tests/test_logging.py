@@ -1,0 +1,155 @@
+"""Logging: off by default, and records carrying the run id and the step when enabled."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+from loguru import logger
+
+import choreograph
+from choreograph import Context, Coordinator, Skip, Step
+
+SCRIPT = textwrap.dedent(
+    """
+    import json
+    from loguru import logger
+    import choreograph
+    from choreograph import Coordinator, Skip, Step
+
+    logger.remove()
+    names = []
+    logger.add(lambda message: names.append(message.record["name"]), level="TRACE")
+
+    def skip():
+        raise Skip("not today")
+
+    def boom():
+        raise RuntimeError("boom")
+
+    coordinator = Coordinator()
+    coordinator.add_step(Step("maybe", lambda: None, precheck=skip))
+    coordinator.add_step(Step("boom", boom))
+
+    def count():
+        return sum(1 for name in names if name.split(".")[0] == "choreograph")
+
+    coordinator.run()
+    logger.info("user record")
+    disabled = count()
+    user = names.count("__main__")
+    logger.enable("choreograph")
+    coordinator.run()
+    print(json.dumps({"disabled": disabled, "user": user, "enabled": count(), "file": choreograph.__file__}))
+    """
+)
+
+
+def choreograph_records(records):
+    """Keep the records logged by choreograph itself."""
+    return [r for r in records if r["name"].split(".")[0] == "choreograph"]
+
+
+def test_disabled_by_default(tmp_path):
+    """In a fresh process, importing choreograph leaves its logging off until `logger.enable("choreograph")`."""
+    completed = subprocess.run(
+        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True, timeout=60, cwd=tmp_path
+    )
+    counts = json.loads(completed.stdout)
+    assert counts["file"] == choreograph.__file__  # the package under test, not another copy
+    assert counts["disabled"] == 0
+    assert counts["user"] == 1  # the sink works, and user code still logs
+    assert counts["enabled"] > 0
+
+
+def test_disabled_sink_receives_nothing():
+    """Without enabling choreograph, a sink gets no record from a run, even one that skips and fails."""
+    records = []
+    sink_id = logger.add(lambda message: records.append(message.record), level="TRACE")
+    try:
+
+        def skip() -> None:
+            raise Skip("no")
+
+        def boom() -> None:
+            raise RuntimeError("boom")
+
+        coordinator = Coordinator()
+        coordinator.add_step(Step("maybe", lambda ctx: ctx.logger.info("from the callback"), precheck=skip))
+        coordinator.add_step(Step("boom", boom))
+        result = coordinator.run()
+    finally:
+        logger.remove(sink_id)
+    assert not result.ok
+    assert choreograph_records(records) == []
+
+
+def test_run_start_and_end(log_records):
+    """An enabled run logs an INFO record before its first callback and one after its last, with its run id."""
+
+    def job(ctx: Context) -> None:
+        logger.info("inside the job")
+
+    coordinator = Coordinator()
+    coordinator.add_step(Step("only", job))
+    result = coordinator.run()
+    assert result.ok
+    messages = [r["message"] for r in log_records]
+    marker = messages.index("inside the job")
+    ours = [(index, r) for index, r in enumerate(log_records) if r["name"].split(".")[0] == "choreograph"]
+    start = [r for index, r in ours if index < marker and r["level"].name == "INFO"]
+    end = [r for index, r in ours if index > marker and r["level"].name == "INFO"]
+    assert start
+    assert end
+    assert all(r["extra"].get("run_id") == result.run_id for r in (start[0], end[-1]))
+
+
+def test_failed_run_logs_its_end(log_records):
+    """A run stopped by a failed job still logs its end at INFO, with its run id, after the failure."""
+
+    def boom() -> None:
+        logger.info("inside the job")
+        raise RuntimeError("boom")
+
+    coordinator = Coordinator()
+    coordinator.add_step(Step("boom", boom))
+    result = coordinator.run()
+    assert not result.ok
+    marker = [r["message"] for r in log_records].index("inside the job")
+    after = [r for r in choreograph_records(log_records[marker + 1 :]) if r["level"].name == "INFO"]
+    assert after
+    assert after[-1]["extra"].get("run_id") == result.run_id
+
+
+def test_skipped_step_and_failed_job(log_records):
+    """A skipped step and a failed job are logged with their step's name and the run id in `extra`."""
+
+    def skip() -> None:
+        raise Skip("not today")
+
+    def failing_check() -> None:
+        raise ValueError("bad")
+
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    coordinator = Coordinator()
+    coordinator.add_step(Step("Fine", lambda: 1))
+    coordinator.add_step(Step("Maybe", lambda: None, precheck=skip))
+    coordinator.add_step(Step("Checked", lambda: None, precheck=failing_check))
+    coordinator.add_step(Step("Boom", boom))
+    result = coordinator.run()
+    assert not result.ok
+    ours = choreograph_records(log_records)
+    assert all(r["extra"].get("run_id") == result.run_id for r in ours if "run_id" in r["extra"])
+    steps = {r["extra"].get("step") for r in ours if r["extra"].get("run_id") == result.run_id}
+    assert {"Maybe", "Checked", "Boom"} <= steps
+
+
+def test_runs_are_told_apart(log_records):
+    """Records of two runs carry their own run ids."""
+    coordinator = Coordinator()
+    coordinator.add_step(Step("s", lambda: None))
+    first, second = coordinator.run(), coordinator.run()
+    ids = {r["extra"].get("run_id") for r in choreograph_records(log_records)}
+    assert {first.run_id, second.run_id} <= ids
