@@ -5,6 +5,7 @@ from typing import Any
 from loguru import logger as _logger
 
 from ._bag import DataBag
+from ._codec import Codec, CodecError, JsonCodec, PickleCodec, StoredError
 from ._context import Context, get_data_bag
 from ._coordinator import Coordinator
 from ._errors import (
@@ -13,40 +14,57 @@ from ._errors import (
     ChoreographError,
     ExecutionCanceled,
     JobFailed,
+    KeyBusy,
     NoDataBagInContext,
+    PoisonedRun,
     RunCancelled,
     Skip,
     StepDefinitionError,
     StepError,
+    StoreError,
     UnassignableInput,
     UnassignableOutput,
+    UnstorableOutput,
 )
 from ._result import Call, RunResult
 from ._retry import Retry, RetryPolicy, TenacityRetry
 from ._step import Step
+from ._store import Event, RunInfo, SqliteStore
 
 __all__ = [
     "Call",
     "CallbackFailure",
     "CallbackTimeout",
     "ChoreographError",
+    "Codec",
+    "CodecError",
     "Context",
     "Coordinator",
     "DataBag",
+    "Event",
     "ExecutionCanceled",
     "JobFailed",
+    "JsonCodec",
+    "KeyBusy",
     "NoDataBagInContext",
+    "PickleCodec",
+    "PoisonedRun",
     "Retry",
     "RetryPolicy",
     "RunCancelled",
+    "RunInfo",
     "RunResult",
     "Skip",
+    "SqliteStore",
     "Step",
     "StepDefinitionError",
     "StepError",
+    "StoreError",
+    "StoredError",
     "TenacityRetry",
     "UnassignableInput",
     "UnassignableOutput",
+    "UnstorableOutput",
     "get_data_bag",
 ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import threading
@@ -14,10 +15,13 @@ from typing import Final, Generic, TypeVar
 
 from loguru import logger
 
+from ._bag import DataBag
+from ._codec import StoredError
 from ._context import _current
-from ._engine import CompiledStep, Loop, Plan, Run, drive, drive_async, execute, hand_over
-from ._errors import StepDefinitionError
-from ._result import RunResult, result_of
+from ._engine import CompiledStep, Loop, Plan, Run, drive, drive_async, execute, hand_over, restore
+from ._errors import KeyBusy, PoisonedRun, StepDefinitionError
+from ._result import Finished, RunResult, result_of
+from ._store import Resumption, SqliteStore, Status, StoreSession, stored_result
 from ._retry import RetryPolicy, as_policy
 from ._step import Callback, Step, compile_callback, type_name, validate_timeout
 
@@ -28,6 +32,7 @@ _EMPTY: Final[Mapping[str, object]] = MappingProxyType({})
 _run_ids: Final = itertools.count(1)
 _clock_ns: Final = time.perf_counter_ns
 _monotonic: Final = time.monotonic
+_POLL: Final = 0.05  # seconds between looks at a key another process runs
 
 
 def _snapshot(values: object) -> Mapping[str, object]:
@@ -55,6 +60,17 @@ def _logging_enabled() -> bool:
         return True
 
 
+def _status(run: Run) -> Status:
+    """How a durable run ended, for its store."""
+    if run._fatal is None:  # noqa: SLF001
+        return "ok"
+    if run._compensation_errors:  # noqa: SLF001
+        return "compensating"  # resumed (the failed compensations retried) when run again
+    if run._rollback or any(call[1] == "compensate" for call in run._calls or ()):  # noqa: SLF001
+        return "rolled_back"
+    return "failed"
+
+
 class Coordinator(Generic[InputT]):
     """
     An ordered list of steps, run once per input.
@@ -65,15 +81,43 @@ class Coordinator(Generic[InputT]):
 
     Args:
         steps: Steps to add, in order (see `add_step`).
+        store: Makes runs durable (see `SqliteStore`): each callback's outcome
+            is recorded, and running a key again resumes it.
+        key: Derives a durable run's idempotency key from its input, for
+            `run` without ``key=`` and for `run_many`. It returns a ``str``
+            or an ``int``.
 
     .. versionadded:: 0.1.0
     """
 
-    def __init__(self, steps: Iterable[Step] = ()) -> None:
+    def __init__(
+        self,
+        steps: Iterable[Step] = (),
+        *,
+        store: SqliteStore | None = None,
+        key: Callable[[InputT], str | int] | None = None,
+    ) -> None:
+        if store is not None and not isinstance(store, SqliteStore):
+            msg = f"store must be a SqliteStore or None, got {type_name(store)}"
+            raise TypeError(msg)
+        if key is not None and not callable(key):
+            msg = f"key must be a callable deriving a key from an input, got {type_name(key)}"
+            raise TypeError(msg)
         self._lock = threading.Lock()
         self._plan = Plan(())
+        self._store = store
+        self._key = key
         for step in steps:
             self.add_step(step)
+
+    @property
+    def store(self) -> SqliteStore | None:
+        """
+        The store that makes runs durable, if any.
+
+        .. versionadded:: 0.1.0
+        """
+        return self._store
 
     @property
     def steps(self) -> tuple[Step, ...]:
@@ -228,6 +272,8 @@ class Coordinator(Generic[InputT]):
         *,
         values: Mapping[str, object] | None = None,
         timeout: float | None = None,
+        key: str | int | None = None,
+        fresh: bool = False,
     ) -> RunResult[InputT]:
         """
         Run the steps once, for *input*, and return what happened.
@@ -241,13 +287,23 @@ class Coordinator(Generic[InputT]):
             values: Made available, read-only, as ``ctx.values``.
             timeout: Seconds from now; once passed, no callback starts and the
                 run stops with `RunCancelled`. ``0`` means already expired.
+            key: A durable run's idempotency key (default: derived by the
+                coordinator's ``key``). Running a key again resumes it.
+            fresh: Run a durable key from scratch even if it finished.
 
         Raises:
             ValueError: *timeout* is negative.
-            TypeError: *values* is not a mapping, *timeout* not a number.
+            TypeError: *values* is not a mapping, *timeout* not a number, or
+                a durable run has no key.
+            StoreError: The store can't be read or written.
 
         .. versionadded:: 0.1.0
         """
+        if self._store is not None:
+            return self._run_durable(input, key, values, timeout, fresh=fresh)
+        if key is not None or fresh:
+            msg = "key= and fresh= are for durable runs: create the coordinator with store=..."
+            raise TypeError(msg)
         if timeout is None and values is None and not _logging_enabled():
             # The common case, inlined: every call here is paid once per record.
             plan = self._plan
@@ -279,16 +335,44 @@ class Coordinator(Generic[InputT]):
         *,
         values: Mapping[str, object] | None = None,
         timeout: float | None = None,
+        key: str | int | None = None,
+        fresh: bool = False,
     ) -> RunResult[InputT]:
         """
         Run the steps once inside the running event loop (see `run`).
 
         Plain callbacks run in the loop's thread, as in `run`. When *timeout*
         expires while an ``async def`` callback is awaited, that callback is
-        cancelled and the run stops with `RunCancelled`.
+        cancelled and the run stops with `RunCancelled`. A durable run's store
+        is written from the loop's thread (each write is a short SQLite
+        transaction).
 
         .. versionadded:: 0.1.0
         """
+        if self._store is not None:
+            give_up = _monotonic() + self._store.lease + 1.0
+            prepared = self._prepare(input, key, values, timeout, fresh=fresh)
+            while isinstance(prepared, str):  # another process runs the key: wait for it
+                if _monotonic() >= give_up:
+                    return self._busy(input, key, prepared)
+                await asyncio.sleep(_POLL)
+                prepared = self._prepare(input, key, values, timeout, fresh=fresh)
+            if isinstance(prepared, RunResult):
+                return prepared
+            run, session = prepared
+            token = _current.set(run)
+            try:
+                await drive_async(execute(run), run)
+            except BaseException:
+                session.release()
+                raise
+            finally:
+                _current.reset(token)
+            session.finish(_status(run), run._fatal)  # noqa: SLF001
+            return self._finish(run)
+        if key is not None or fresh:
+            msg = "key= and fresh= are for durable runs: create the coordinator with store=..."
+            raise TypeError(msg)
         run = self._start(input, values, timeout)
         token = _current.set(run)
         try:
@@ -299,6 +383,134 @@ class Coordinator(Generic[InputT]):
             _current.reset(token)
         return self._finish(run)
 
+    # -- durable runs ---------------------------------------------------------
+
+    def _run_durable(
+        self,
+        input: object,  # noqa: A002
+        key: str | int | None,
+        values: Mapping[str, object] | None,
+        timeout: float | None,
+        *,
+        fresh: bool,
+    ) -> RunResult[InputT]:
+        give_up = _monotonic() + self._store.lease + 1.0  # type: ignore[union-attr]  # durable here
+        prepared = self._prepare(input, key, values, timeout, fresh=fresh)
+        while isinstance(prepared, str):  # another process runs the key: wait for it
+            if _monotonic() >= give_up:
+                return self._busy(input, key, prepared)
+            time.sleep(_POLL)
+            prepared = self._prepare(input, key, values, timeout, fresh=fresh)
+        if isinstance(prepared, RunResult):
+            return prepared
+        run, session = prepared
+        token = _current.set(run)
+        try:
+            drive(execute(run), run)
+        except BaseException:
+            session.release()  # interrupted: the next run of the key resumes it
+            raise
+        finally:
+            _current.reset(token)
+        session.finish(_status(run), run._fatal)  # noqa: SLF001
+        return self._finish(run)
+
+    def _busy(self, input: object, key: str | int | None, owner: str) -> RunResult[InputT]:  # noqa: A002
+        """The result of a run that waited too long for another process to release its key."""
+        name = self._durable_key(input, key)
+        return result_of(Finished(input, (), KeyBusy(name, owner), DataBag(), 0, name, (), ()))
+
+    def _durable_key(self, input: object, key: str | int | None) -> str:  # noqa: A002
+        if key is None:
+            if self._key is None:
+                msg = "a durable run needs a key: pass run(..., key=...) or Coordinator(key=...)"
+                raise TypeError(msg)
+            key = self._key(input)  # type: ignore[arg-type]
+        if isinstance(key, bool) or not isinstance(key, str | int):
+            msg = f"a durable run's key must be a str or an int, got {type_name(key)}"
+            raise TypeError(msg)
+        key = str(key)
+        if not key:
+            msg = "a durable run's key must not be empty"
+            raise ValueError(msg)
+        return key
+
+    def _prepare(  # noqa: PLR0913
+        self,
+        input: object,  # noqa: A002
+        key: str | int | None,
+        values: Mapping[str, object] | None,
+        timeout: float | None,
+        *,
+        fresh: bool,
+    ) -> tuple[Run, StoreSession] | RunResult[InputT] | str:
+        """
+        Take the key's lease and set the run up from what the store knows.
+
+        Returns:
+            The run and its recorder; or the result, when nothing is to run
+            (the key finished ok, or is poisoned); or, while another live
+            process holds the key, who holds it.
+        """
+        store = self._store
+        assert store is not None  # noqa: S101 - only called for durable coordinators
+        name = self._durable_key(input, key)
+        if timeout is not None:
+            validate_timeout(timeout, "timeout")
+        begun = store.begin(name, input, fresh=fresh)
+        if isinstance(begun, str):
+            return begun
+        if begun.status == "ok":
+            return result_of(stored_result(store, name, begun))
+        if begun.status == "poisoned":
+            fatal = PoisonedRun(name, begun.interruptions)
+            return result_of(Finished(input, (), fatal, DataBag(), 0, name, (), ()))
+        run = self._start(input, values, timeout)
+        run._key = name  # noqa: SLF001
+        run._recorder = session = store.session(name, begun)  # noqa: SLF001
+        run._restored = begun.restored or None  # noqa: SLF001
+        run._attempt_base = begun.attempts or None  # noqa: SLF001
+        run._compensated = begun.compensated  # noqa: SLF001
+        if begun.status == "compensating":
+            self._resume_rollback(run, begun)
+        return run, session
+
+    def _resume_rollback(self, run: Run, begun: Resumption) -> None:
+        """Set up a run whose rollback was interrupted: restore what completed, then compensate."""
+        fatal = begun.fatal if begun.fatal is not None else StoredError("unknown", "the fatal error was not recorded")
+        run._rollback = True  # noqa: SLF001
+        run._fatal = fatal  # noqa: SLF001
+        run._calls, run._completed = [], []  # noqa: SLF001
+        failed_step = str(getattr(fatal, "step", "")).casefold()
+        for st in run._plan.steps:  # noqa: SLF001
+            restored = begun.restored.get(st.key)
+            if restored is not None:
+                restore(run, st, restored)
+            elif st.compensate_failed and st.key == failed_step:
+                run._completed.append(st)  # noqa: SLF001
+
+    def resume(
+        self,
+        key: str | int,
+        *,
+        values: Mapping[str, object] | None = None,
+        timeout: float | None = None,
+    ) -> RunResult[InputT]:
+        """
+        Run a durable key again with the input stored for it (see `run`).
+
+        Raises:
+            TypeError: The coordinator has no store.
+            KeyError: The store has no run of *key*.
+
+        .. versionadded:: 0.1.0
+        """
+        if self._store is None:
+            msg = "resume() needs a durable coordinator: create it with store=..."
+            raise TypeError(msg)
+        stored: InputT = self._store.stored_input(self._durable_key(None, key))  # type: ignore[assignment]
+        return self.run(stored, values=values, timeout=timeout, key=key)
+
     def run_many(
         self,
         inputs: Iterable[InputT],
@@ -307,6 +519,7 @@ class Coordinator(Generic[InputT]):
         values: Mapping[str, object] | None = None,
         ordered: bool = False,
         timeout: float | None = None,
+        fresh: bool = False,
     ) -> Iterator[RunResult[InputT]]:
         """
         Run the steps once per input, on a pool of threads.
@@ -324,9 +537,15 @@ class Coordinator(Generic[InputT]):
             values: As in `run`, shared by every run.
             ordered: Yield results in input order instead of as they complete.
             timeout: As in `run`, per run.
+            fresh: As in `run`: run durable keys that finished from scratch.
+
+        With a store, each input's key comes from the coordinator's ``key``:
+        keys that finished ok are not run again (their stored result is
+        yielded), the others resume where they stopped.
 
         Raises:
-            TypeError: *inputs* is a ``str``, ``bytes`` or not iterable.
+            TypeError: *inputs* is a ``str``, ``bytes`` or not iterable; or the
+                coordinator has a store but no ``key``.
             ValueError: *workers* < 1.
 
         .. versionadded:: 0.1.0
@@ -349,7 +568,13 @@ class Coordinator(Generic[InputT]):
             raise ValueError(msg)
         validate_timeout(timeout, "timeout")
         shared = None if values is None else _snapshot(values)
-        return self._many(iterator, workers, shared, ordered=ordered, timeout=timeout)
+        if self._store is not None and self._key is None:
+            msg = "a durable run_many needs Coordinator(key=...) to derive each input's key"
+            raise TypeError(msg)
+        if fresh and self._store is None:
+            msg = "fresh= is for durable runs: create the coordinator with store=..."
+            raise TypeError(msg)
+        return self._many(iterator, workers, shared, ordered=ordered, timeout=timeout, fresh=fresh)
 
     def _many(
         self,
@@ -359,16 +584,23 @@ class Coordinator(Generic[InputT]):
         *,
         ordered: bool,
         timeout: float | None,
+        fresh: bool,
     ) -> Iterator[RunResult[InputT]]:
         pool = ThreadPoolExecutor(workers, thread_name_prefix="choreograph")
         window = 2 * workers
-        submit = pool.submit
         run = self.run
+        options: dict[str, object] = {"values": values, "timeout": timeout}
+        if fresh:
+            options["fresh"] = True
+
+        def submit(item: InputT) -> Future[RunResult[InputT]]:
+            return pool.submit(run, item, **options)  # type: ignore[arg-type]
+
         try:
             if ordered:
                 queue: deque[Future[RunResult[InputT]]] = deque()
                 for item in inputs:
-                    queue.append(submit(run, item, values=values, timeout=timeout))
+                    queue.append(submit(item))
                     if len(queue) >= window:
                         yield queue.popleft().result()
                 while queue:
@@ -376,7 +608,7 @@ class Coordinator(Generic[InputT]):
                 return
             pending: set[Future[RunResult[InputT]]] = set()
             for item in inputs:
-                pending.add(submit(run, item, values=values, timeout=timeout))
+                pending.add(submit(item))
                 if len(pending) >= window:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for future in done:

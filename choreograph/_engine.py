@@ -28,6 +28,7 @@ from ._bag import DataBag
 from ._context import Context
 from ._errors import (
     CallbackTimeout,
+    ChoreographError,
     ExecutionCanceled,
     JobFailed,
     Phase,
@@ -78,6 +79,10 @@ class Recorder(Protocol):
         seconds: float,
     ) -> None:
         """Record one callback's outcome."""
+        ...
+
+    def rolling_back(self, fatal: ChoreographError) -> None:
+        """The run failed with *fatal*: compensations start now."""
         ...
 
 
@@ -157,6 +162,8 @@ class Run(Context[object]):
     _recorder: Recorder | None = None
     _restored: Mapping[str, Restored] | None = None
     _compensated: frozenset[str] = frozenset()
+    _attempt_base: Mapping[tuple[str, Phase], int] | None = None  # attempts made before a resume
+    _rollback = False  # resume an interrupted rollback instead of running forward
     _compensation_errors: list[StepError] | tuple[StepError, ...] = ()
     _completed: list[CompiledStep] = []  # noqa: RUF012 - replaced, never mutated, by `execute`
     _log = False
@@ -232,10 +239,16 @@ def hand_over(run: Run, index: int) -> Loop:
 
 def execute(run: Run, start: int = 0, pending: tuple[object, BaseException | None, float] | None = None) -> Loop:
     """Run the plan from callback *start*; compensate if the run failed."""
+    if run._rollback:  # noqa: SLF001 - a rollback interrupted earlier: finish it, don't go forward
+        yield from compensate(run)
+        return
     if start == 0:
         run._completed = []  # noqa: SLF001
     yield from forward(run, start, pending)
-    if run._fatal is not None and run._completed and run._plan.compensates:  # noqa: SLF001
+    fatal = run._fatal  # noqa: SLF001
+    if fatal is not None and run._plan.compensates and any(st.compensate for st in run._completed):  # noqa: SLF001
+        if run._recorder is not None:  # noqa: SLF001
+            run._recorder.rolling_back(fatal)  # noqa: SLF001
         yield from compensate(run)
 
 
@@ -258,6 +271,7 @@ def forward(  # noqa: C901, PLR0912, PLR0915 - the run loop, kept in one frame f
     deadline = run._deadline  # noqa: SLF001
     recorder = run._recorder  # noqa: SLF001
     restored = run._restored  # noqa: SLF001
+    attempt_base = run._attempt_base  # noqa: SLF001
     completed = run._completed  # noqa: SLF001
     clock = _clock
     count = len(entries)
@@ -275,7 +289,7 @@ def forward(  # noqa: C901, PLR0912, PLR0915 - the run loop, kept in one frame f
         run._step = name  # noqa: SLF001
         run._phase = role  # noqa: SLF001
         index += 1
-        attempt = 0
+        attempt = 0 if attempt_base is None else attempt_base.get((st.key, role), 0)
         out: object = None
         err: BaseException | None = None
         call = pending is None
@@ -293,7 +307,7 @@ def forward(  # noqa: C901, PLR0912, PLR0915 - the run loop, kept in one frame f
         else:
             out, err, started = pending  # type: ignore[misc]  # not None here
             pending = None
-            attempt = 1
+            attempt += 1
         while True:
             if call:
                 attempt += 1
@@ -355,7 +369,11 @@ def forward(  # noqa: C901, PLR0912, PLR0915 - the run loop, kept in one frame f
         else:
             outcome = "failed"
             if not cb.is_job and isinstance(err, Skip) and err.has_output:
-                tables[0][st.key] = out = err.output
+                unstorable = None if recorder is None else recorder.check_output(name, role, err.output)
+                if unstorable is None:
+                    tables[0][st.key] = out = err.output
+                else:
+                    err = unstorable
         trace((name, role, outcome, seconds, attempt, False))
         if recorder is not None:
             recorder.record(name, role, outcome, out, err, attempt, seconds)

@@ -60,8 +60,8 @@ class FinishedRun(Protocol):
     def _raw_calls(self) -> tuple[RawCall, ...]: ...
 
 
-class _Unpickled:
-    """A finished run rebuilt from its pickled fields."""
+class Finished:
+    """A finished run rebuilt from its fields (unpickled, or read from a store)."""
 
     def __init__(  # noqa: PLR0913 - the fields of a result
         self,
@@ -82,7 +82,7 @@ class _Unpickled:
 
 
 def _unpickle(*fields: Any) -> RunResult[Any]:
-    return RunResult(_Unpickled(*fields))
+    return RunResult(Finished(*fields))
 
 
 class RunResult(Generic[InputT]):

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from ._bag import DataBag
 from ._codec import Codec, CodecError, JsonCodec
 from ._errors import ChoreographError, Phase, StepError, StoreError, UnstorableOutput
-from ._result import Outcome, RawCall
+from ._result import Finished, Outcome, RawCall
 from ._step import type_name
 
 #: Marks a choreograph store in the SQLite header (``PRAGMA application_id``): "Chor".
@@ -283,7 +284,9 @@ class SqliteStore:
         with self._write(conn):
             version = conn.execute("PRAGMA user_version").fetchone()[0]  # re-read under the write lock
             while version < SCHEMA_VERSION:
-                conn.executescript(_as_statements(_MIGRATIONS[version]))
+                # One statement at a time: executescript() would commit the transaction.
+                for statement in filter(str.strip, _MIGRATIONS[version].split(";")):
+                    conn.execute(statement)
                 version += 1
             conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version={version}")
@@ -455,7 +458,7 @@ class SqliteStore:
             folded = step.casefold()
             names[folded] = step
             latest[folded, phase] = row
-            attempts[folded, phase] = attempts.get((folded, phase), 0) + row[5]
+            attempts[folded, phase] = max(attempts.get((folded, phase), 0), row[5])  # events hold running totals
             if phase == "compensate" and row[2] == "ok":
                 compensated.add(folded)
         restored: dict[str, RestoredStep] = {}
@@ -733,6 +736,16 @@ class StoreSession:
             raise StoreError(self.store.path, f"lost the lease of key {self.key!r} to another process")
         self._renew_at = time.monotonic() + lease / 3
 
+    def rolling_back(self, fatal: ChoreographError) -> None:
+        """Mark the run as rolling back, before the first compensation starts."""
+        try:
+            self._conn.execute(
+                "UPDATE runs SET status = 'compensating', fatal = ?, updated = ? WHERE key = ? AND owner = ?",
+                (self.store.codec.encode_error(fatal), time.time(), self.key, self.store.owner),
+            )
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(self.store.path, f"cannot record the rollback of key {self.key!r}: {exc}") from exc
+
     def finish(self, status: Status, fatal: ChoreographError | None) -> None:
         """Record how the run ended and release the key."""
         fatal_text = failed_step = error_type = None
@@ -765,29 +778,26 @@ def _error_type(error: BaseException | None) -> str | None:
     return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
 
 
-def _as_statements(script: str) -> str:
-    return script
-
-
-def stored_result_fields(store: SqliteStore, key: str, resumption: Resumption) -> Mapping[str, object]:
-    """The pieces of a finished run's result, read back from the store."""
-    from ._bag import DataBag  # noqa: PLC0415
-
+def stored_result(store: SqliteStore, key: str, resumption: Resumption) -> Finished:
+    """A finished run of *key*, read back from the store: nothing runs."""
     bag = DataBag()
     errors: list[StepError] = []
     calls: list[RawCall] = []
-    for name, step in sorted(resumption.restored.items(), key=lambda item: item[0]):
-        del name
-        del step
-    rows = store.events(key, generation=resumption.generation)
-    for event in rows:
-        if event.output is not None and event.outcome in ("ok", "failed") and event.phase != "compensate":
+    compensation_errors: list[StepError] = []
+    events = store.events(key, generation=resumption.generation)
+    # The result of the session that finished: each callback's latest outcome
+    # (earlier sessions' failures were superseded when the key resumed).
+    latest = {(event.step.casefold(), event.phase): index for index, event in enumerate(events)}
+    for index, event in enumerate(events):
+        if latest[event.step.casefold(), event.phase] != index and event.phase != "compensate":
+            continue
+        if event.output is not None and event.phase != "compensate":
             value = store._decode(key, event.step, event.output)  # noqa: SLF001
-            if event.phase == "job":
-                bag.set_job_data(event.step, value)
-            else:
-                bag.set_precheck_data(event.step, value)
-        if event.error is not None and event.phase != "compensate":
-            errors.append(StepError(event.step, event.phase, store.codec.decode_error(event.error)))
+            (bag.set_job_data if event.phase == "job" else bag.set_precheck_data)(event.step, value)
+        if event.error is not None:
+            error = StepError(event.step, event.phase, store.codec.decode_error(event.error))
+            (compensation_errors if event.phase == "compensate" else errors).append(error)
         calls.append((event.step, event.phase, event.outcome, event.seconds, event.attempts, True))
-    return {"bag": bag, "errors": errors, "calls": calls}
+    return Finished(
+        resumption.input, tuple(errors), resumption.fatal, bag, 0, key, tuple(compensation_errors), tuple(calls)
+    )
