@@ -71,7 +71,7 @@ __all__ = [
 _logger.disable(__name__)
 
 
-def __getattr__(name: str) -> Any:  # noqa: ANN401 - module __getattr__
+def __getattr__(name: str) -> Any:
     if name == "__version__":
         from importlib.metadata import version  # noqa: PLC0415 - only when asked
 

@@ -21,9 +21,9 @@ from ._context import _current
 from ._engine import CompiledStep, Loop, Plan, Run, drive, drive_async, execute, hand_over, restore
 from ._errors import KeyBusy, PoisonedRun, StepDefinitionError
 from ._result import Finished, RunResult, result_of
-from ._store import Resumption, SqliteStore, Status, StoreSession, stored_result
 from ._retry import RetryPolicy, as_policy
 from ._step import Callback, Step, compile_callback, type_name, validate_timeout
+from ._store import Resumption, SqliteStore, Status, StoreSession, stored_result
 
 InputT = TypeVar("InputT")
 F = TypeVar("F", bound=Callable[..., object])
@@ -58,6 +58,64 @@ def _logging_enabled() -> bool:
         return core.enabled.get(__name__, True) is not False  # type: ignore[no-any-return]
     except AttributeError:  # pragma: no cover - a future loguru without these internals
         return True
+
+
+class _Batches(Generic[InputT]):
+    """
+    Feed `run_many`'s pool: inputs in batches sized so that a task lasts about `TASK_SECONDS`.
+
+    A task per input costs a pool round trip (tens of microseconds), more than
+    a short run itself; a task per batch amortises it. Batches start at one
+    input and grow only while runs are short, so slow (I/O-bound) runs still
+    spread over every worker. At most two tasks per worker are in flight.
+    """
+
+    TASK_SECONDS: Final = 0.002
+    MAX_BATCH: Final = 256
+
+    def __init__(
+        self, run: Callable[..., RunResult[InputT]], inputs: Iterator[InputT], options: Mapping[str, object]
+    ) -> None:
+        self._run, self._inputs, self._options = run, inputs, options
+        self._size = 1
+
+    def _task(self, items: list[InputT]) -> tuple[list[RunResult[InputT]], float]:
+        started = time.perf_counter()
+        run, options = self._run, self._options
+        results = [run(item, **options) for item in items]
+        return results, time.perf_counter() - started
+
+    def _submit(self, pool: ThreadPoolExecutor) -> Future[tuple[list[RunResult[InputT]], float]] | None:
+        items = list(itertools.islice(self._inputs, self._size))
+        return pool.submit(self._task, items) if items else None
+
+    def _results(self, future: Future[tuple[list[RunResult[InputT]], float]]) -> list[RunResult[InputT]]:
+        results, seconds = future.result()
+        per_run = seconds / len(results)
+        self._size = max(1, min(self.MAX_BATCH, int(self.TASK_SECONDS / per_run) if per_run else self.MAX_BATCH))
+        return results
+
+    def ordered(self, pool: ThreadPoolExecutor, workers: int) -> Iterator[RunResult[InputT]]:
+        """Yield results in input order."""
+        queue: deque[Future[tuple[list[RunResult[InputT]], float]]] = deque()
+        while True:
+            while len(queue) < 2 * workers and (future := self._submit(pool)) is not None:
+                queue.append(future)
+            if not queue:
+                return
+            yield from self._results(queue.popleft())
+
+    def unordered(self, pool: ThreadPoolExecutor, workers: int) -> Iterator[RunResult[InputT]]:
+        """Yield results as their batches complete."""
+        pending: set[Future[tuple[list[RunResult[InputT]], float]]] = set()
+        while True:
+            while len(pending) < 2 * workers and (future := self._submit(pool)) is not None:
+                pending.add(future)
+            if not pending:
+                return
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for finished in done:
+                yield from self._results(finished)
 
 
 def _status(run: Run) -> Status:
@@ -435,7 +493,7 @@ class Coordinator(Generic[InputT]):
             raise ValueError(msg)
         return key
 
-    def _prepare(  # noqa: PLR0913
+    def _prepare(
         self,
         input: object,  # noqa: A002
         key: str | int | None,
@@ -524,9 +582,11 @@ class Coordinator(Generic[InputT]):
         """
         Run the steps once per input, on a pool of threads.
 
-        *inputs* is consumed lazily: at most ``2 * workers`` runs are submitted
-        ahead of the consumer, so memory stays bounded for any number of
-        inputs. Runs are isolated: a fatal error in one never affects another.
+        *inputs* is consumed lazily, so memory stays bounded for any number
+        of inputs: at most ``2 * workers`` tasks are in flight, each a batch of
+        inputs run one after the other. Batches start at one input and grow
+        (up to 256) only while runs are short, to amortise the pool's cost per
+        task; slow runs keep one input per task, spread over every worker. Runs are isolated: a fatal error in one never affects another.
         Closing the iterator (or dropping it, or leaving a ``with`` block
         around it) stops submitting, waits for the runs in flight and shuts
         the pool down.
@@ -587,36 +647,11 @@ class Coordinator(Generic[InputT]):
         fresh: bool,
     ) -> Iterator[RunResult[InputT]]:
         pool = ThreadPoolExecutor(workers, thread_name_prefix="choreograph")
-        window = 2 * workers
-        run = self.run
-        options: dict[str, object] = {"values": values, "timeout": timeout}
-        if fresh:
-            options["fresh"] = True
-
-        def submit(item: InputT) -> Future[RunResult[InputT]]:
-            return pool.submit(run, item, **options)  # type: ignore[arg-type]
-
+        batches = _Batches(
+            self.run, inputs, {"values": values, "timeout": timeout} | ({"fresh": True} if fresh else {})
+        )
         try:
-            if ordered:
-                queue: deque[Future[RunResult[InputT]]] = deque()
-                for item in inputs:
-                    queue.append(submit(item))
-                    if len(queue) >= window:
-                        yield queue.popleft().result()
-                while queue:
-                    yield queue.popleft().result()
-                return
-            pending: set[Future[RunResult[InputT]]] = set()
-            for item in inputs:
-                pending.add(submit(item))
-                if len(pending) >= window:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        yield future.result()
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    yield future.result()
+            yield from batches.ordered(pool, workers) if ordered else batches.unordered(pool, workers)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 

@@ -57,7 +57,7 @@ class Sleep:
         self.seconds = seconds
 
 
-class Expired(BaseException):  # noqa: N818 - a signal, not an error
+class Expired(BaseException):
     """Thrown into the run loop when the run's deadline passed during an await."""
 
 
@@ -68,7 +68,7 @@ class Recorder(Protocol):
         """Return an error if *value* cannot be recorded (it then fails the callback)."""
         ...
 
-    def record(  # noqa: PLR0913 - one flat call per callback
+    def record(
         self,
         step: str,
         phase: Phase,

@@ -63,7 +63,7 @@ class FinishedRun(Protocol):
 class Finished:
     """A finished run rebuilt from its fields (unpickled, or read from a store)."""
 
-    def __init__(  # noqa: PLR0913 - the fields of a result
+    def __init__(
         self,
         input: object,  # noqa: A002
         errors: tuple[StepError, ...],

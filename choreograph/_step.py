@@ -165,7 +165,7 @@ def _globals_of(fn: object) -> dict[str, Any]:
         target = inspect.unwrap(target.func)
     target = getattr(target, "__func__", target)
     if not inspect.isfunction(target) and not inspect.isbuiltin(target):
-        target = getattr(type(target), "__call__", target)
+        target = type(target).__call__ if callable(target) else target
         target = getattr(target, "__func__", target)
     return getattr(target, "__globals__", {})
 
@@ -257,13 +257,12 @@ def _caller(fn: Callable[..., Any], takes_context: bool, takes_input: bool) -> C
 def _is_async(fn: object) -> bool:
     if inspect.iscoroutinefunction(fn):
         return True
-    call = getattr(type(fn), "__call__", None)
-    return not inspect.isroutine(fn) and inspect.iscoroutinefunction(call)
+    return callable(fn) and not inspect.isroutine(fn) and inspect.iscoroutinefunction(type(fn).__call__)
 
 
-def compile_callback(
+def compile_callback(  # noqa: C901 - one check per rule of the contract
     step: str, role: Role, fn: object, *, retry: RetryPolicy | None, timeout: float | None
-) -> Callback:  # noqa: C901, PLR0912
+) -> Callback:
     """
     Inspect *fn* once: its call form, its checks, whether it is async.
 

@@ -17,10 +17,10 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Self
 
 from ._bag import DataBag
 from ._codec import Codec, CodecError, JsonCodec
@@ -202,7 +202,7 @@ class SqliteStore:
     .. versionadded:: 0.1.0
     """
 
-    def __init__(  # noqa: PLR0913
+    def __init__(
         self,
         path: str | os.PathLike[str],
         *,
@@ -251,20 +251,9 @@ class SqliteStore:
         """Check the file is ours (or empty) before writing anything to it."""
         conn = self._connect()
         try:
-            try:
-                app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
-                tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-            except sqlite3.DatabaseError as exc:
-                raise StoreError(self.path, f"not a SQLite database, or corrupt ({exc})") from exc
-            if app_id != APPLICATION_ID and (app_id != 0 or tables):
-                problem = "not a choreograph store (an SQLite file of another application); nothing was changed"
-                raise StoreError(self.path, problem)
-            if version > SCHEMA_VERSION:
-                problem = f"schema version {version} is newer than this choreograph supports ({SCHEMA_VERSION})"
-                raise StoreError(self.path, problem)
+            self._check(conn)
             self._configure(conn)
-            if version < SCHEMA_VERSION:
+            if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
                 self._migrate(conn)
             conn.execute("SELECT count(*) FROM runs").fetchone()  # fails early on a damaged file
         except StoreError:
@@ -274,6 +263,21 @@ class SqliteStore:
             conn.close()
             raise StoreError(self.path, f"corrupt or unreadable ({exc})") from exc
         self._adopt(conn)
+
+    def _check(self, conn: sqlite3.Connection) -> None:
+        """Raise `StoreError` unless the file is a choreograph store this version reads, or empty."""
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(self.path, f"not a SQLite database, or corrupt ({exc})") from exc
+        if app_id != APPLICATION_ID and (app_id != 0 or tables):
+            problem = "not a choreograph store (an SQLite file of another application); nothing was changed"
+            raise StoreError(self.path, problem)
+        if version > SCHEMA_VERSION:
+            problem = f"schema version {version} is newer than this choreograph supports ({SCHEMA_VERSION})"
+            raise StoreError(self.path, problem)
 
     def _configure(self, conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA journal_mode=WAL")
@@ -321,7 +325,7 @@ class SqliteStore:
                 conn.execute("BEGIN IMMEDIATE")
                 break
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc) or attempt == 7:  # noqa: PLR2004
+                if ("locked" not in str(exc) and "busy" not in str(exc)) or attempt == 7:  # noqa: PLR2004
                     raise StoreError(self.path, f"cannot write: {exc}") from exc
                 time.sleep(0.01 * 2**attempt)
         try:
@@ -340,7 +344,7 @@ class SqliteStore:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
 
-    def __enter__(self) -> SqliteStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -381,7 +385,7 @@ class SqliteStore:
         try:
             encoded_input = self.codec.encode(input)
         except CodecError as exc:
-            raise TypeError(f"the input of key {key!r} can't be stored: {exc}") from exc  # noqa: EM102, TRY003
+            raise TypeError(f"the input of key {key!r} can't be stored: {exc}") from exc
         try:
             with self._write(conn):
                 row = conn.execute(
@@ -419,8 +423,18 @@ class SqliteStore:
                 conn.execute(
                     "UPDATE runs SET status = ?, generation = ?, sessions = ?, interruptions = ?, input = ?,"
                     " fatal = ?, owner = ?, lease_until = ?, updated = ? WHERE key = ?",
-                    (status, generation, sessions, interruptions, encoded_input, fatal, self.owner,
-                     now + self.lease, now, key),
+                    (
+                        status,
+                        generation,
+                        sessions,
+                        interruptions,
+                        encoded_input,
+                        fatal,
+                        self.owner,
+                        now + self.lease,
+                        now,
+                        key,
+                    ),
                 )
         except sqlite3.DatabaseError as exc:
             raise StoreError(self.path, f"cannot begin key {key!r}: {exc}") from exc
@@ -430,7 +444,7 @@ class SqliteStore:
             resumption.fatal = decoded if isinstance(decoded, ChoreographError) else None
         return resumption
 
-    def _resumption(  # noqa: PLR0913
+    def _resumption(
         self,
         conn: sqlite3.Connection,
         key: str,
@@ -467,8 +481,9 @@ class SqliteStore:
             if job is None or (job[2] != "ok" and not (job[2] == "skipped" and pre is not None)):
                 continue
             restored[folded] = self._restored_step(key, name, pre, job)
-        return Resumption(generation, session, status, restored, attempts, frozenset(compensated), None, input,
-                          interruptions)
+        return Resumption(
+            generation, session, status, restored, attempts, frozenset(compensated), None, input, interruptions
+        )
 
     def _restored_step(self, key: str, name: str, pre: tuple[Any, ...] | None, job: tuple[Any, ...]) -> RestoredStep:
         step = RestoredStep()
@@ -610,8 +625,18 @@ class SqliteStore:
             params = (key, generation)
         return [
             Event(
-                key=r[0], generation=r[1], session=r[2], step=r[3], phase=r[4], outcome=r[5], output=r[6],
-                error=r[7], error_type=r[8], attempts=r[9], seconds=r[10], at=r[11],
+                key=r[0],
+                generation=r[1],
+                session=r[2],
+                step=r[3],
+                phase=r[4],
+                outcome=r[5],
+                output=r[6],
+                error=r[7],
+                error_type=r[8],
+                attempts=r[9],
+                seconds=r[10],
+                at=r[11],
             )
             for r in self._read(sql + " ORDER BY id", params)
         ]
@@ -689,7 +714,7 @@ class StoreSession:
             return UnstorableOutput(step, phase, type_name(value), exc.problem)
         return None
 
-    def record(  # noqa: PLR0913
+    def record(
         self,
         step: str,
         phase: Phase,
@@ -718,8 +743,20 @@ class StoreSession:
         try:
             conn.execute(
                 self._sql,
-                (self.key, self.generation, self.session, step, phase, outcome, encoded, error_text, error_type,
-                 attempts, seconds, time.time()),
+                (
+                    self.key,
+                    self.generation,
+                    self.session,
+                    step,
+                    phase,
+                    outcome,
+                    encoded,
+                    error_text,
+                    error_type,
+                    attempts,
+                    seconds,
+                    time.time(),
+                ),
             )
             if time.monotonic() >= self._renew_at:
                 self._renew(conn)
