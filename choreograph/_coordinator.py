@@ -55,7 +55,7 @@ def _logging_enabled() -> bool:
         core = logger._core  # type: ignore[attr-defined]  # noqa: SLF001
         if not core.handlers:
             return False
-        return core.enabled.get(__name__, True) is not False  # type: ignore[no-any-return]
+        return core.enabled.get(__name__, True) is not False
     except AttributeError:  # pragma: no cover - a future loguru without these internals
         return True
 
@@ -155,11 +155,13 @@ class Coordinator(Generic[InputT]):
         store: SqliteStore | None = None,
         key: Callable[[InputT], str | int] | None = None,
     ) -> None:
-        if store is not None and not isinstance(store, SqliteStore):
+        given: object = store
+        if given is not None and not isinstance(given, SqliteStore):
             msg = f"store must be a SqliteStore or None, got {type_name(store)}"
             raise TypeError(msg)
-        if key is not None and not callable(key):
-            msg = f"key must be a callable deriving a key from an input, got {type_name(key)}"
+        derive: object = key
+        if derive is not None and not callable(derive):
+            msg = f"key must be a callable deriving a key from an input, got {type_name(derive)}"
             raise TypeError(msg)
         self._lock = threading.Lock()
         self._plan = Plan(())
@@ -586,9 +588,9 @@ class Coordinator(Generic[InputT]):
         of inputs: at most ``2 * workers`` tasks are in flight, each a batch of
         inputs run one after the other. Batches start at one input and grow
         (up to 256) only while runs are short, to amortise the pool's cost per
-        task; slow runs keep one input per task, spread over every worker. Runs are isolated: a fatal error in one never affects another.
-        Closing the iterator (or dropping it, or leaving a ``with`` block
-        around it) stops submitting, waits for the runs in flight and shuts
+        task; slow runs keep one input per task, spread over every worker.
+        Runs are isolated: a fatal error in one never affects another.
+        Closing the iterator (or dropping it) stops submitting, waits for the runs in flight and shuts
         the pool down.
 
         Args:

@@ -184,7 +184,7 @@ class Run(Context[object]):
         done = stamps.index(0, 1) - 1 if 0 in stamps[1:] else len(labels) - 1
         return labels[done] if labels else ("", "job")
 
-    @property  # type: ignore[override]
+    @property
     def _step(self) -> str:
         if self._calls is None and self._stamps is not None:
             return self._fast_label()[0]
@@ -194,7 +194,7 @@ class Run(Context[object]):
     def _step(self, name: str) -> None:
         self._step_now = name
 
-    @property  # type: ignore[override]
+    @property
     def _phase(self) -> Phase:
         if self._calls is None and self._stamps is not None:
             return self._fast_label()[1]

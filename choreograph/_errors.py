@@ -10,7 +10,7 @@ wrap an error keep it as ``.error`` and restore ``__cause__`` from it.
 from __future__ import annotations
 
 import enum
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 Phase = Literal["precheck", "job", "compensate"]
 
@@ -40,8 +40,8 @@ class _WrapsError(ChoreographError):
 
     error: BaseException
 
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
+    def __setstate__(self, state: dict[str, Any] | None) -> None:
+        self.__dict__.update(state or {})
         self.__cause__ = self.error
 
 

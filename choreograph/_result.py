@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, NoReturn, Protocol, TypeVar
 
@@ -49,14 +50,20 @@ class Call:
 class FinishedRun(Protocol):
     """What a `RunResult` reads from the run it describes."""
 
-    _input: Any
-    _errors: list[StepError]
-    _fatal: ChoreographError | None
-    _bag: DataBag
-    _run_id: int
-    _key: str | None
-    _compensation_errors: list[StepError] | tuple[StepError, ...]
-
+    @property
+    def _input(self) -> Any: ...
+    @property
+    def _errors(self) -> Sequence[StepError]: ...
+    @property
+    def _fatal(self) -> ChoreographError | None: ...
+    @property
+    def _bag(self) -> DataBag: ...
+    @property
+    def _run_id(self) -> int: ...
+    @property
+    def _key(self) -> str | None: ...
+    @property
+    def _compensation_errors(self) -> Sequence[StepError]: ...
     def _raw_calls(self) -> tuple[RawCall, ...]: ...
 
 
@@ -93,6 +100,7 @@ class RunResult(Generic[InputT]):
     """
 
     __slots__ = ("_run",)
+    _run: FinishedRun
 
     def __init__(self, run: FinishedRun) -> None:
         object.__setattr__(self, "_run", run)
@@ -200,7 +208,7 @@ class RunResult(Generic[InputT]):
 
 
 _new_result = RunResult.__new__
-_set_run = RunResult._run.__set__  # type: ignore[attr-defined]  # the slot's descriptor  # noqa: SLF001
+_set_run = RunResult.__dict__["_run"].__set__  # the slot's descriptor
 
 
 def result_of(run: FinishedRun) -> RunResult[Any]:

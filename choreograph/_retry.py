@@ -73,7 +73,8 @@ class Retry:
     _random: random.Random = field(default_factory=random.Random, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) or self.attempts < 1:
+        attempts: object = self.attempts  # checked at run time: callers may not be typed
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
             msg = f"Retry(attempts=...) must be an int >= 1, got {self.attempts!r}"
             raise ValueError(msg)
         for name in ("initial", "multiplier", "max_delay", "jitter"):
@@ -81,7 +82,8 @@ class Retry:
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
                 msg = f"Retry({name}=...) must be a finite number >= 0, got {value!r}"
                 raise ValueError(msg)
-        kinds = self.on if isinstance(self.on, tuple) else (self.on,)
+        on: object = self.on
+        kinds: tuple[object, ...] = on if isinstance(on, tuple) else (on,)
         if not kinds or not all(isinstance(k, type) and issubclass(k, Exception) for k in kinds):
             msg = f"Retry(on=...) must be an Exception subclass or a tuple of them, got {self.on!r}"
             raise TypeError(msg)
@@ -136,9 +138,9 @@ class TenacityRetry:
         future = tenacity.Future(attempt)
         future.set_exception(error)
         state.outcome = future
-        if not self.retrying.retry(state) or self.retrying.stop(state):  # type: ignore[attr-defined]
+        if not self.retrying.retry(state) or self.retrying.stop(state):
             return None
-        return float(self.retrying.wait(state))  # type: ignore[attr-defined]
+        return float(self.retrying.wait(state))
 
 
 def as_policy(retry: object) -> RetryPolicy | None:

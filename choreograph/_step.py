@@ -220,12 +220,13 @@ def _compile_check(step: str, role: Role, what: str, hint: object) -> _Checker |
         and not typing.is_typeddict(hint)
     ):
         return hint.__instancecheck__
+    any_hint: Any = hint  # whatever the annotation is, beartype judges it
     try:
-        is_bearable(None, hint)
+        is_bearable(None, any_hint)
     except BeartypeException as exc:
         problem = f"beartype cannot check the {what} annotation {hint_name(hint)} ({exc})"
         raise StepDefinitionError(step, role, problem) from exc
-    return functools.partial(is_bearable, hint=hint)
+    return functools.partial(is_bearable, hint=any_hint)
 
 
 def _plain_class(check: _Checker | None) -> type | None:
@@ -257,7 +258,8 @@ def _caller(fn: Callable[..., Any], takes_context: bool, takes_input: bool) -> C
 def _is_async(fn: object) -> bool:
     if inspect.iscoroutinefunction(fn):
         return True
-    return callable(fn) and not inspect.isroutine(fn) and inspect.iscoroutinefunction(type(fn).__call__)
+    call = type(fn).__call__ if callable(fn) else None
+    return not inspect.isroutine(fn) and inspect.iscoroutinefunction(call)
 
 
 def compile_callback(  # noqa: C901 - one check per rule of the contract

@@ -213,14 +213,16 @@ class SqliteStore:
         busy_timeout: float = 30.0,
     ) -> None:
         self.path = str(Path(path))
-        self.codec: Codec = codec if codec is not None else JsonCodec()
-        if not isinstance(self.codec, Codec):
+        chosen: object = codec if codec is not None else JsonCodec()
+        if not isinstance(chosen, Codec):
             msg = f"codec must implement choreograph.Codec, got {type_name(codec)}"
             raise TypeError(msg)
+        self.codec: Codec = chosen
         if lease <= 0:
             msg = f"lease must be > 0 seconds, got {lease!r}"
             raise ValueError(msg)
-        if isinstance(max_interruptions, bool) or not isinstance(max_interruptions, int) or max_interruptions < 0:
+        limit: object = max_interruptions
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             msg = f"max_interruptions must be an int >= 0, got {max_interruptions!r}"
             raise ValueError(msg)
         if synchronous not in ("NORMAL", "FULL"):
@@ -555,7 +557,8 @@ class SqliteStore:
 
         .. versionadded:: 0.1.0
         """
-        where, params = [], []
+        where: list[str] = []
+        params: list[object] = []
         if status is not None:
             where.append("status = ?")
             params.append(status)
@@ -668,7 +671,8 @@ class SqliteStore:
 
         .. versionadded:: 0.1.0
         """
-        where, params = ["(owner IS NULL OR lease_until < ?)"], [time.time()]
+        where: list[str] = ["(owner IS NULL OR lease_until < ?)"]
+        params: list[object] = [time.time()]
         if status is not None:
             where.append("status = ?")
             params.append(status)
