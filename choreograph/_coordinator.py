@@ -11,21 +11,22 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from types import MappingProxyType
-from typing import Final, Generic, TypeVar
+from typing import Final, Generic, overload
 
 from loguru import logger
+from typing_extensions import TypeVar
 
 from ._bag import DataBag
 from ._codec import StoredError
 from ._context import _current
-from ._engine import CompiledStep, Loop, Plan, Run, drive, drive_async, execute, hand_over, restore
+from ._engine import CompiledStep, Loop, Plan, Run, drive, drive_async, execute, hand_over
 from ._errors import KeyBusy, PoisonedRun, StepDefinitionError
 from ._result import Finished, RunResult, result_of
 from ._retry import RetryPolicy, as_policy
 from ._step import Callback, Step, compile_callback, type_name, validate_timeout
-from ._store import Resumption, SqliteStore, Status, StoreSession, stored_result
+from ._store import Replay, Resumption, SqliteStore, Status, StoreSession, stored_result
 
-InputT = TypeVar("InputT")
+InputT = TypeVar("InputT", default=object)  # `Coordinator()` takes any input
 F = TypeVar("F", bound=Callable[..., object])
 
 _EMPTY: Final[Mapping[str, object]] = MappingProxyType({})
@@ -326,6 +327,25 @@ class Coordinator(Generic[InputT]):
                 )
         return result_of(run)
 
+    @overload
+    def run(
+        self,
+        input: InputT,
+        *,
+        values: Mapping[str, object] | None = ...,
+        timeout: float | None = ...,
+        key: str | int | None = ...,
+        fresh: bool = ...,
+    ) -> RunResult[InputT]: ...
+    @overload
+    def run(
+        self,
+        *,
+        values: Mapping[str, object] | None = ...,
+        timeout: float | None = ...,
+        key: str | int | None = ...,
+        fresh: bool = ...,
+    ) -> RunResult[InputT | None]: ...
     def run(
         self,
         input: InputT | None = None,  # noqa: A002 - the contract's name
@@ -334,7 +354,7 @@ class Coordinator(Generic[InputT]):
         timeout: float | None = None,
         key: str | int | None = None,
         fresh: bool = False,
-    ) -> RunResult[InputT]:
+    ) -> RunResult[InputT | None]:
         """
         Run the steps once, for *input*, and return what happened.
 
@@ -389,6 +409,25 @@ class Coordinator(Generic[InputT]):
             _current.reset(token)
         return self._finish(run)
 
+    @overload
+    async def run_async(
+        self,
+        input: InputT,
+        *,
+        values: Mapping[str, object] | None = ...,
+        timeout: float | None = ...,
+        key: str | int | None = ...,
+        fresh: bool = ...,
+    ) -> RunResult[InputT]: ...
+    @overload
+    async def run_async(
+        self,
+        *,
+        values: Mapping[str, object] | None = ...,
+        timeout: float | None = ...,
+        key: str | int | None = ...,
+        fresh: bool = ...,
+    ) -> RunResult[InputT | None]: ...
     async def run_async(
         self,
         input: InputT | None = None,  # noqa: A002 - the contract's name
@@ -397,7 +436,7 @@ class Coordinator(Generic[InputT]):
         timeout: float | None = None,
         key: str | int | None = None,
         fresh: bool = False,
-    ) -> RunResult[InputT]:
+    ) -> RunResult[InputT | None]:
         """
         Run the steps once inside the running event loop (see `run`).
 
@@ -540,14 +579,20 @@ class Coordinator(Generic[InputT]):
         fatal = begun.fatal if begun.fatal is not None else StoredError("unknown", "the fatal error was not recorded")
         run._rollback = True  # noqa: SLF001
         run._fatal = fatal  # noqa: SLF001
-        run._calls, run._completed = [], []  # noqa: SLF001
+        # The result shows the run as it stood: every callback's latest outcome,
+        # but for the failed compensations, which run again now.
+        replay = Replay(self._store, run._key or "", begun.generation)  # type: ignore[arg-type]  # noqa: SLF001
+        run._calls = [call for call in replay.calls if call[1] != "compensate" or call[2] == "ok"]  # noqa: SLF001
+        run._errors.extend(replay.errors)  # noqa: SLF001
+        run._bag._job.update(replay.bag._job)  # noqa: SLF001
+        run._bag._precheck.update(replay.bag._precheck)  # noqa: SLF001
         failed_step = str(getattr(fatal, "step", "")).casefold()
-        for st in run._plan.steps:  # noqa: SLF001
-            restored = begun.restored.get(st.key)
-            if restored is not None:
-                restore(run, st, restored)
-            elif st.compensate_failed and st.key == failed_step:
-                run._completed.append(st)  # noqa: SLF001
+        run._completed = [  # noqa: SLF001
+            st
+            for st in run._plan.steps  # noqa: SLF001
+            if (st.key in begun.restored and begun.restored[st.key].job_ok)
+            or (st.compensate_failed and st.key == failed_step)
+        ]
 
     def resume(
         self,

@@ -439,7 +439,8 @@ def compensate(run: Run) -> Loop:
         if cb.check_input is not None and not cb.check_input(value):
             err = UnassignableInput(name, "compensate", cb.input_hint, type_name(value))
         else:
-            attempt, err = yield from invoke(run, cb, name, value, started)
+            base = 0 if run._attempt_base is None else run._attempt_base.get((st.key, "compensate"), 0)  # noqa: SLF001
+            attempt, err = yield from invoke(run, cb, name, value, started, base)
         seconds = _clock() - started
         outcome: Outcome = "ok" if err is None else "failed"
         calls.append((name, "compensate", outcome, seconds, attempt, False))
@@ -457,15 +458,15 @@ def compensate(run: Run) -> Loop:
 
 
 def invoke(
-    run: Run, cb: Callback, name: str, value: object, started: float
+    run: Run, cb: Callback, name: str, value: object, started: float, attempt: int
 ) -> Generator[object, object, tuple[int, BaseException | None]]:
     """
     Call a compensation, with its retries: ``(attempts, error)``.
 
     `forward` inlines the same sequence: it is the hot path, where a generator
     per callback would cost more than all the rest of its bookkeeping.
+    *attempt* is the number of attempts made before (by earlier sessions).
     """
-    attempt = 0
     while True:
         attempt += 1
         run._attempt = attempt  # noqa: SLF001

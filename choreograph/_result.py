@@ -11,7 +11,7 @@ from returns.result import Failure, Result, Success
 from ._bag import DataBag
 from ._errors import ChoreographError, Phase, StepError
 
-InputT = TypeVar("InputT")
+InputT_co = TypeVar("InputT_co", covariant=True)
 
 Outcome = Literal["ok", "failed", "canceled", "skipped"]
 
@@ -92,7 +92,7 @@ def _unpickle(*fields: Any) -> RunResult[Any]:
     return RunResult(Finished(*fields))
 
 
-class RunResult(Generic[InputT]):
+class RunResult(Generic[InputT_co]):
     """
     The outcome of one run: a read-only view of the finished run.
 
@@ -114,7 +114,7 @@ class RunResult(Generic[InputT]):
         raise AttributeError(msg)
 
     @property
-    def input(self) -> InputT:
+    def input(self) -> InputT_co:
         """The run's input."""
         return self._run._input  # type: ignore[no-any-return]  # noqa: SLF001
 
@@ -166,7 +166,7 @@ class RunResult(Generic[InputT]):
         """The errors of the compensations that failed, in the order they ran."""
         return tuple(self._run._compensation_errors)  # noqa: SLF001
 
-    def raise_for_fatal(self) -> RunResult[InputT]:
+    def raise_for_fatal(self) -> RunResult[InputT_co]:
         """
         Raise the fatal error if there is one, else return this result.
 

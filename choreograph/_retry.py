@@ -21,7 +21,10 @@ class RetryPolicy(Protocol):
     .. versionadded:: 0.1.0
     """
 
-    prechecks: bool
+    @property
+    def prechecks(self) -> bool:
+        """Whether the step's precheck is retried too (its job always is)."""
+        ...
 
     def delay(self, error: Exception, attempt: int, elapsed: float) -> float | None:
         """

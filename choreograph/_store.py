@@ -237,7 +237,7 @@ class SqliteStore:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._closed = False
-        self._pid = os.getpid()
+        self._active: set[str] = set()  # keys this store object is running now, in any thread
         self._open()  # validate (and create or migrate) now, not at the first run
 
     # -- connections ---------------------------------------------------------
@@ -374,7 +374,7 @@ class SqliteStore:
             return True
         return True
 
-    def begin(self, key: str, input: object, *, fresh: bool) -> Resumption | str:  # noqa: A002, C901
+    def begin(self, key: str, input: object, *, fresh: bool) -> Resumption | str:  # noqa: A002
         """
         Take the lease of *key* and tell how its run starts.
 
@@ -382,13 +382,40 @@ class SqliteStore:
             The owner holding the lease, when another live process runs the key;
             else what the run starts from.
         """
-        now = time.time()
-        conn = self.connection()
         try:
             encoded_input = self.codec.encode(input)
         except CodecError as exc:
             raise TypeError(f"the input of key {key!r} can't be stored: {exc}") from exc
+        with self._lock:
+            if key in self._active:  # another thread of this process runs it: wait like for a process
+                return self.owner
+            self._active.add(key)
         try:
+            begun = self._begin(key, input, encoded_input, fresh=fresh)
+        except BaseException:
+            self.done(key)
+            raise
+        if isinstance(begun, str) or begun.status in ("ok", "poisoned"):
+            self.done(key)
+        return begun
+
+    def done(self, key: str) -> None:
+        """This process no longer runs *key*."""
+        with self._lock:
+            self._active.discard(key)
+
+    def _begin(self, key: str, input: object, encoded_input: str, *, fresh: bool) -> Resumption | str:  # noqa: A002
+        now = time.time()
+        conn = self.connection()
+        try:
+            # A new key (the common case): one statement, one transaction.
+            created = conn.execute(
+                "INSERT OR IGNORE INTO runs (key, status, generation, sessions, input, owner, lease_until, created,"
+                " updated) VALUES (?, 'running', 1, 1, ?, ?, ?, ?, ?)",
+                (key, encoded_input, self.owner, now + self.lease, now, now),
+            ).rowcount
+            if created:
+                return Resumption(1, 1, "running", {}, {}, frozenset(), None, input, 0)
             with self._write(conn):
                 row = conn.execute(
                     "SELECT status, generation, sessions, interruptions, owner, lease_until, fatal"
@@ -802,14 +829,19 @@ class StoreSession:
             )
         except sqlite3.DatabaseError as exc:
             raise StoreError(self.store.path, f"cannot finish key {self.key!r}: {exc}") from exc
+        finally:
+            self.store.done(self.key)
 
     def release(self) -> None:
         """Give the key up without finishing (the run was interrupted)."""
-        with contextlib.suppress(sqlite3.Error):
-            self._conn.execute(
-                "UPDATE runs SET owner = NULL, lease_until = NULL WHERE key = ? AND owner = ?",
-                (self.key, self.store.owner),
-            )
+        try:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute(
+                    "UPDATE runs SET owner = NULL, lease_until = NULL WHERE key = ? AND owner = ?",
+                    (self.key, self.store.owner),
+                )
+        finally:
+            self.store.done(self.key)
 
 
 def _error_type(error: BaseException | None) -> str | None:
@@ -819,26 +851,39 @@ def _error_type(error: BaseException | None) -> str | None:
     return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
 
 
+class Replay:
+    """A generation's latest outcome of each callback, read back from the store."""
+
+    def __init__(self, store: SqliteStore, key: str, generation: int) -> None:
+        self.bag = DataBag()
+        self.errors: list[StepError] = []
+        self.calls: list[RawCall] = []
+        self.compensation_errors: list[StepError] = []
+        events = store.events(key, generation=generation)
+        # Earlier sessions' outcomes of a callback were superseded when the key resumed.
+        latest = {(event.step.casefold(), event.phase): index for index, event in enumerate(events)}
+        for index, event in enumerate(events):
+            if latest[event.step.casefold(), event.phase] != index:
+                continue
+            if event.output is not None and event.phase != "compensate":
+                value = store._decode(key, event.step, event.output)  # noqa: SLF001
+                (self.bag.set_job_data if event.phase == "job" else self.bag.set_precheck_data)(event.step, value)
+            if event.error is not None:
+                error = StepError(event.step, event.phase, store.codec.decode_error(event.error))
+                (self.compensation_errors if event.phase == "compensate" else self.errors).append(error)
+            self.calls.append((event.step, event.phase, event.outcome, event.seconds, event.attempts, True))
+
+
 def stored_result(store: SqliteStore, key: str, resumption: Resumption) -> Finished:
     """A finished run of *key*, read back from the store: nothing runs."""
-    bag = DataBag()
-    errors: list[StepError] = []
-    calls: list[RawCall] = []
-    compensation_errors: list[StepError] = []
-    events = store.events(key, generation=resumption.generation)
-    # The result of the session that finished: each callback's latest outcome
-    # (earlier sessions' failures were superseded when the key resumed).
-    latest = {(event.step.casefold(), event.phase): index for index, event in enumerate(events)}
-    for index, event in enumerate(events):
-        if latest[event.step.casefold(), event.phase] != index and event.phase != "compensate":
-            continue
-        if event.output is not None and event.phase != "compensate":
-            value = store._decode(key, event.step, event.output)  # noqa: SLF001
-            (bag.set_job_data if event.phase == "job" else bag.set_precheck_data)(event.step, value)
-        if event.error is not None:
-            error = StepError(event.step, event.phase, store.codec.decode_error(event.error))
-            (compensation_errors if event.phase == "compensate" else errors).append(error)
-        calls.append((event.step, event.phase, event.outcome, event.seconds, event.attempts, True))
+    replay = Replay(store, key, resumption.generation)
     return Finished(
-        resumption.input, tuple(errors), resumption.fatal, bag, 0, key, tuple(compensation_errors), tuple(calls)
+        resumption.input,
+        tuple(replay.errors),
+        resumption.fatal,
+        replay.bag,
+        0,
+        key,
+        tuple(replay.compensation_errors),
+        tuple(replay.calls),
     )

@@ -1,0 +1,190 @@
+"""
+Create account statements in a SQLite database, durably: fix a failure, resume.
+
+The README example of the Go package worldline-go/choreograph, made real. Each
+record runs two steps: "create statement", whose precheck skips the job (with
+`Skip`, passing the existing id on) when the statement already exists, and
+"create statement lines", whose job reads the statement id from the DataBag
+and inserts the lines. `run_many` runs the records on 4 threads, each with its
+own SQLite connection (WAL mode, busy timeout).
+
+The coordinator records every run in a `SqliteStore` next to the database, keyed
+by ``account/period``. One record holds a credit note (a negative line) that the
+lines job rejects, so the first pass reports one failure. The example then
+"fixes the code" and runs every record again: the keys that finished are
+restored from the store (no callback runs), the failed one resumes at its
+failed step. Run the script twice on the same file and everything is restored.
+
+Run it with ``python examples/statements.py [DB_PATH]`` (default: a new
+temporary directory).
+"""
+
+import sqlite3
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from choreograph import Context, Coordinator, JobFailed, RunResult, Skip, SqliteStore, Step
+
+
+class Rules:
+    """The business rules the lines job applies; `main` "fixes" them between passes."""
+
+    accept_credit_notes = False
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One input record: an account's statement for a period."""
+
+    account: str
+    period: str
+    lines: tuple[int, ...]  # amounts, in cents
+
+
+def statement_key(record: Statement) -> str:
+    return f"{record.account}/{record.period}"
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS statements (id INTEGER PRIMARY KEY, account TEXT, period TEXT, UNIQUE(account, period));
+CREATE TABLE IF NOT EXISTS statement_lines (statement_id, line_no, amount, UNIQUE(statement_id, line_no));
+-- Imported earlier by another system: the precheck skips its job.
+INSERT OR IGNORE INTO statements (account, period) VALUES ('ACME', '2024-01');
+"""
+
+
+def make_records() -> list[Statement]:
+    records = []
+    for a, account in enumerate(("ACME", "GLOBEX", "INITECH", "UMBRELLA")):
+        for p, period in enumerate(("2024-01", "2024-02", "2024-03", "2024-04", "2024-05")):
+            lines = tuple(1000 * (a + 1) + 250 * n + p for n in range(1 + (a + p) % 3))
+            if (account, period) == ("INITECH", "2024-03"):
+                lines = (*lines, -1500)  # a credit note: the bad record
+            records.append(Statement(account, period, lines))
+    return records
+
+
+class Database:
+    """The business database: one connection per thread (sqlite3 connections are not shared)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def connection(self) -> sqlite3.Connection:
+        """Return this thread's connection. Its write transactions wait up to 30 s for the lock."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = sqlite3.connect(
+                self.path, timeout=30, isolation_level="IMMEDIATE", check_same_thread=False
+            )
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def close(self) -> None:
+        """Close every thread's connection."""
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+
+
+def db(ctx: Context[Statement]) -> sqlite3.Connection:
+    database = ctx.values["db"]
+    if not isinstance(database, Database):
+        raise TypeError("values['db'] should be a Database")
+    return database.connection()
+
+
+def statement_exists(ctx: Context[Statement], record: Statement) -> None:
+    query = "SELECT id FROM statements WHERE account = ? AND period = ?"
+    row = db(ctx).execute(query, (record.account, record.period)).fetchone()
+    if row is not None:
+        raise Skip("statement exists", output=row[0])
+
+
+def create_statement(ctx: Context[Statement], record: Statement) -> int:
+    with db(ctx) as conn:  # commits
+        cursor = conn.execute("INSERT INTO statements (account, period) VALUES (?, ?)", (record.account, record.period))
+    return int(cursor.lastrowid or 0)
+
+
+def create_lines(ctx: Context[Statement], record: Statement) -> int:
+    bag = ctx.data_bag
+    if bag.has_job_data("create statement"):
+        statement_id = bag.get_job_data("create statement")
+    else:
+        statement_id = bag.get_precheck_data("create statement")
+    for line_no, amount in enumerate(record.lines, 1):
+        if amount < 0 and not Rules.accept_credit_notes:
+            raise ValueError(f"line {line_no}: negative amount {amount} (credit notes not supported)")
+    rows = [(statement_id, line_no, amount) for line_no, amount in enumerate(record.lines, 1)]
+    with db(ctx) as conn:  # idempotent: lines already there are left alone
+        return conn.executemany("INSERT OR IGNORE INTO statement_lines VALUES (?, ?, ?)", rows).rowcount
+
+
+def summarize(title: str, results: list[RunResult[Statement]]) -> None:
+    restored = sum(all(call.restored for call in result.trace) for result in results)
+    called = sum(not call.restored and call.attempts > 0 for result in results for call in result.trace)
+    skips = sum(isinstance(error.error, Skip) for result in results for error in result.errors)
+    print(f"{title}: {len(results)} runs, {sum(result.ok for result in results)} ok")
+    print(f"  restored from the store, nothing run: {restored} runs; callbacks called now: {called}")
+    print(f"  jobs skipped by a precheck (Skip): {skips}")
+    for result in results:
+        if isinstance(result.fatal, JobFailed):
+            error = result.fatal.error
+            print(f"  failed: {result.key} at {result.fatal.step!r}: {type(error).__name__}: {error}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    path = args[0] if args else str(Path(tempfile.mkdtemp(prefix="statements-")) / "statements.db")
+    print(f"business database: {path}")
+    database = Database(path)
+    conn = database.connection()
+    conn.execute("PRAGMA journal_mode=WAL")  # readers and the writer don't block each other
+    conn.executescript(SCHEMA)
+    store = SqliteStore(f"{path}.runs")
+    coordinator = Coordinator[Statement](
+        [
+            Step("create statement", create_statement, precheck=statement_exists),
+            Step("create statement lines", create_lines),
+        ],
+        store=store,
+        key=statement_key,
+    )
+    records = make_records()
+    values = {"db": database}
+
+    summarize("pass 1", list(coordinator.run_many(records, workers=4, values=values)))
+    failed = store.runs(status="failed")
+    for info in failed:
+        print(f"  store.runs(status='failed'): {info.key} (step {info.failed_step!r}, {info.error_type})")
+    if failed:
+        print("fixing the code: credit notes are accepted now; running every record again")
+        Rules.accept_credit_notes = True
+        results = list(coordinator.run_many(records, workers=4, values=values, ordered=True))
+        summarize("pass 2", results)
+        for result in results:
+            if result.key in {info.key for info in failed}:
+                for call in result.trace:
+                    how = "restored" if call.restored else f"ran now (attempt {call.attempts})"
+                    print(f"  {result.key}: {call.step} / {call.phase}: {call.outcome}, {how}")
+    else:
+        print("  no failed keys: nothing to resume")
+    statuses = [info.status for info in store.runs()]
+    print(f"store: {statuses.count('ok')} of {len(statuses)} keys ok ({store.path})")
+    (counts,) = conn.execute("SELECT (SELECT count(*) FROM statements), (SELECT count(*) FROM statement_lines)")
+    print(f"database: {counts[0]} statements, {counts[1]} lines")
+    store.close()
+    database.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

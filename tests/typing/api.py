@@ -1,0 +1,118 @@
+"""
+Pin the public types: mypy checks this file, nothing runs it.
+
+Each check sits in a function that is never called. The ``# type: ignore``
+lines mark calls that must be refused: with ``warn_unused_ignores`` (on under
+``strict``), mypy fails if one of them starts to type-check.
+"""
+
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal, assert_type
+
+from returns.result import Result
+
+from choreograph import (
+    Call,
+    ChoreographError,
+    Context,
+    Coordinator,
+    DataBag,
+    Retry,
+    RunResult,
+    Step,
+    StepError,
+    get_data_bag,
+)
+
+
+@dataclass(frozen=True)
+class Rec:
+    """An input record."""
+
+    id: int
+
+
+def run_result() -> None:
+    result = Coordinator[Rec]().run(Rec(1))
+    assert_type(result, RunResult[Rec])
+    assert_type(result.input, Rec)
+    assert_type(result.errors, tuple[StepError, ...])
+    assert_type(result.fatal, ChoreographError | None)
+    assert_type(result.ok, bool)
+    assert_type(result.data_bag, DataBag)
+    assert_type(result.trace, tuple[Call, ...])
+    assert_type(result.to_result(), Result[DataBag, ChoreographError])
+    assert_type(result.raise_for_fatal(), RunResult[Rec])
+
+
+def call_fields(call: Call) -> None:
+    assert_type(call.step, str)
+    assert_type(call.outcome, Literal["ok", "failed", "canceled", "skipped"])
+    assert_type(call.seconds, float)
+
+
+def step_error_fields(error: StepError) -> None:
+    assert_type(error.step, str)
+    assert_type(error.error, BaseException)
+
+
+def run_many() -> None:
+    results = Coordinator[Rec]().run_many([Rec(1), Rec(2)], workers=2, ordered=True)
+    assert_type(results, Iterator[RunResult[Rec]])
+
+
+async def run_async() -> None:
+    coordinator = Coordinator[Rec]()
+    pending = coordinator.run_async(Rec(1))
+    _ = assert_type(pending, Coroutine[Any, Any, RunResult[Rec]])
+    assert_type(await pending, RunResult[Rec])
+    assert_type(await coordinator.run_async(Rec(1), values={"db": object()}, timeout=1.0), RunResult[Rec])
+
+
+def decorator() -> None:
+    coordinator = Coordinator[Rec]()
+
+    @coordinator.step("positional")
+    def positional(ctx: Context[Rec], rec: Rec, /) -> int:
+        return rec.id
+
+    # The decorated function keeps its exact type: the whole signature, not a plain Callable.
+    assert_type(positional, Callable[[Context[Rec], Rec], int])
+
+
+async def decorator_keeps_names_and_async(ctx: Context[Rec]) -> None:
+    coordinator = Coordinator[Rec]()
+
+    @coordinator.step("named", precheck=lambda rec: None)
+    async def named(ctx: Context[Rec], rec: Rec) -> str:
+        return ctx.step
+
+    # assert_type cannot spell a def with named parameters; calling it by keyword pins the names.
+    _ = assert_type(named(ctx=ctx, rec=Rec(1)), Coroutine[Any, Any, str])
+    assert_type(await named(ctx, Rec(1)), str)
+    _ = named(ctx, 1)  # type: ignore[arg-type]
+
+
+def add_step() -> None:
+    coordinator = Coordinator[Rec]()
+    assert_type(coordinator.add_step(Step("a", lambda: 1)), Step)
+    assert_type(coordinator.steps, tuple[Step, ...])
+
+
+def context(ctx: Context[Rec]) -> None:
+    assert_type(ctx.input, Rec)
+    assert_type(ctx.data_bag, DataBag)
+    assert_type(ctx.errors, tuple[StepError, ...])
+    assert_type(ctx.step, str)
+    assert_type(get_data_bag(), DataBag)
+
+
+def refused() -> None:
+    Coordinator[Rec]().run(1)  # type: ignore[call-overload]
+    Coordinator[Rec]().run_many([1, 2])  # type: ignore[list-item]
+
+
+def retry_policies() -> None:
+    assert_type(Step("a", lambda: 1, retry=Retry()), Step)
+    assert_type(Retry().prechecks, bool)
