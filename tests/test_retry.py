@@ -125,7 +125,7 @@ def test_tenacity_wrapper_rejects_other_objects():
 
 def test_a_retry_of_the_wrong_kind_is_a_definition_error():
     """Step(retry=...) with something that is no policy is refused by add_step, naming the step."""
-    with pytest.raises(StepDefinitionError, match="'s'.*retry must be"):
+    with pytest.raises(StepDefinitionError, match=r"'s'.*retry must be"):
         Coordinator().add_step(Step("s", lambda: 1, retry=3))  # type: ignore[arg-type]
 
 
