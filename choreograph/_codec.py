@@ -207,7 +207,7 @@ class JsonCodec:
             return self._from_json(json.loads(text))
         except CodecError:
             raise
-        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        except Exception as exc:  # a bad payload: whatever the rebuilding raised
             msg = f"cannot decode a stored value: {type(exc).__name__}: {exc}"
             raise CodecError(msg) from exc
 

@@ -8,7 +8,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from types import MappingProxyType
 from typing import Final, Generic, overload
@@ -359,14 +359,18 @@ class Coordinator(Generic[InputT]):
         Run the steps once, for *input*, and return what happened.
 
         Works whatever the callbacks are: ``async def`` callbacks are driven on
-        an event loop of the run's own. Called inside a running event loop,
-        that loop is blocked until the run ends: there, prefer `run_async`.
+        an event loop of the run's own (and, as in `run_async`, cancelled when
+        *timeout* expires while they are awaited). Called inside a running
+        event loop, that loop is blocked until the run ends: there, prefer
+        `run_async`.
 
         Args:
             input: Passed to every callback that takes an input.
             values: Made available, read-only, as ``ctx.values``.
-            timeout: Seconds from now; once passed, no callback starts and the
-                run stops with `RunCancelled`. ``0`` means already expired.
+            timeout: Seconds from now, checked before every callback (the
+                precheck and the job of a step alike); once passed, no
+                callback starts and the run stops with `RunCancelled`. ``0``
+                means already expired.
             key: A durable run's idempotency key (default: derived by the
                 coordinator's ``key``). Running a key again resumes it.
             fresh: Run a durable key from scratch even if it finished.
@@ -625,7 +629,7 @@ class Coordinator(Generic[InputT]):
         ordered: bool = False,
         timeout: float | None = None,
         fresh: bool = False,
-    ) -> Iterator[RunResult[InputT]]:
+    ) -> Generator[RunResult[InputT], None, None]:
         """
         Run the steps once per input, on a pool of threads.
 
@@ -692,7 +696,7 @@ class Coordinator(Generic[InputT]):
         ordered: bool,
         timeout: float | None,
         fresh: bool,
-    ) -> Iterator[RunResult[InputT]]:
+    ) -> Generator[RunResult[InputT], None, None]:
         pool = ThreadPoolExecutor(workers, thread_name_prefix="choreograph")
         batches = _Batches(
             self.run, inputs, {"values": values, "timeout": timeout} | ({"fresh": True} if fresh else {})

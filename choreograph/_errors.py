@@ -45,6 +45,25 @@ class _WrapsError(ChoreographError):
         self.__cause__ = self.error
 
 
+class _OSErrorFields(ChoreographError, OSError):
+    """
+    A `ChoreographError` that is also an `OSError` (`TimeoutError` included).
+
+    `OSError` reads two to five constructor arguments as errno, strerror and
+    filename. These classes have fields of their own, so that reading is undone:
+    ``args`` holds the fields, the OSError attributes are None, and pickling
+    calls the constructor with the fields again.
+    """
+
+    def _keep(self, *fields: object) -> None:
+        self.args = fields
+        self.errno = self.strerror = self.filename = self.filename2 = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        state = {k: v for k, v in self.__dict__.items() if k not in ("errno", "strerror", "filename", "filename2")}
+        return (type(self), self.args, state)
+
+
 class StepDefinitionError(ChoreographError, TypeError):
     """
     `Coordinator.add_step` rejected a step.
@@ -186,7 +205,7 @@ class JobFailed(_WrapsError):
         return f"job of step {self.step!r} failed: {type(self.error).__name__}: {self.error}"
 
 
-class RunCancelled(ChoreographError, TimeoutError):
+class RunCancelled(_OSErrorFields, TimeoutError):
     """
     The run's timeout expired, so the run stopped.
 
@@ -199,6 +218,7 @@ class RunCancelled(ChoreographError, TimeoutError):
 
     def __init__(self, timeout: float, step: str) -> None:
         super().__init__(timeout, step)
+        self._keep(timeout, step)
         self.timeout, self.step = timeout, step
 
     def __str__(self) -> str:
@@ -255,7 +275,7 @@ class StepError(_WrapsError):
         return f"{self.phase} of step {self.step!r}: {type(self.error).__name__}: {self.error}"
 
 
-class CallbackTimeout(ChoreographError, TimeoutError):
+class CallbackTimeout(_OSErrorFields, TimeoutError):
     """
     A callback took longer than its step's ``timeout``.
 
@@ -273,13 +293,14 @@ class CallbackTimeout(ChoreographError, TimeoutError):
 
     def __init__(self, step: str, phase: Phase, timeout: float) -> None:
         super().__init__(step, phase, timeout)
+        self._keep(step, phase, timeout)
         self.step, self.phase, self.timeout = step, phase, timeout
 
     def __str__(self) -> str:
         return f"{self.phase} of step {self.step!r} took longer than its timeout of {self.timeout:g}s"
 
 
-class StoreError(ChoreographError, OSError):
+class StoreError(_OSErrorFields):
     """
     A durable store can't be used: not a store, corrupt, too new, or unreachable.
 
@@ -294,6 +315,7 @@ class StoreError(ChoreographError, OSError):
 
     def __init__(self, path: str, problem: str) -> None:
         super().__init__(path, problem)
+        self._keep(path, problem)
         self.path, self.problem = path, problem
 
     def __str__(self) -> str:

@@ -51,8 +51,10 @@ class Step:
             `ExecutionCanceled` stops the run; `Skip` skips the job quietly.
         retry: Retry the job and the compensation (and, with
             ``Retry(prechecks=True)``, the precheck) on failure: a `Retry`, or
-            a tenacity ``Retrying`` object.
-        compensate: Undoes the job when a later step fails (see compensation).
+            a tenacity ``Retrying`` wrapped in `TenacityRetry` (a bare one is
+            accepted at run time too).
+        compensate: Undoes the job when the run stops with a fatal error after
+            this step's job succeeded; compensations run in reverse order.
         compensate_failed: Also compensate this step when its own job fails.
         timeout: Seconds each callback of this step may take. An ``async def``
             callback is cancelled at the limit; a plain one is never
@@ -224,7 +226,8 @@ def _compile_check(step: str, role: Role, what: str, hint: object) -> _Checker |
     try:
         is_bearable(None, any_hint)
     except BeartypeException as exc:
-        problem = f"beartype cannot check the {what} annotation {hint_name(hint)} ({exc})"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        problem = f"beartype cannot check the {what} annotation {hint_name(hint)} ({reason})"
         raise StepDefinitionError(step, role, problem) from exc
     return functools.partial(is_bearable, hint=any_hint)
 

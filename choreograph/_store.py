@@ -404,7 +404,7 @@ class SqliteStore:
         with self._lock:
             self._active.discard(key)
 
-    def _begin(self, key: str, input: object, encoded_input: str, *, fresh: bool) -> Resumption | str:  # noqa: A002
+    def _begin(self, key: str, input: object, encoded_input: str, *, fresh: bool) -> Resumption | str:  # noqa: A002, C901
         now = time.time()
         conn = self.connection()
         try:

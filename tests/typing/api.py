@@ -6,7 +6,7 @@ lines mark calls that must be refused: with ``warn_unused_ignores`` (on under
 ``strict``), mypy fails if one of them starts to type-check.
 """
 
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass
 from typing import Any, Literal, assert_type
 
@@ -59,7 +59,8 @@ def step_error_fields(error: StepError) -> None:
 
 def run_many() -> None:
     results = Coordinator[Rec]().run_many([Rec(1), Rec(2)], workers=2, ordered=True)
-    assert_type(results, Iterator[RunResult[Rec]])
+    assert_type(results, Generator[RunResult[Rec], None, None])
+    results.close()
 
 
 async def run_async() -> None:
