@@ -302,13 +302,18 @@ class JsonCodec:
         return json.dumps(self._error_record(error), separators=(",", ":"))
 
     def _error_record(self, error: BaseException) -> dict[str, object]:
-        record: dict[str, object] = {"type": _qualified(type(error)), "message": str(error)}
+        record: dict[str, object] = {"type": _qualified(type(error)), "message": error_message(error)}
         try:
-            record["args"] = self._to_json(list(error.args), "error")
-            attrs = {k: v for k, v in vars(error).items() if not k.startswith("_")}
+            args = error.args
+            record["args"] = self._to_json(list(args), "error")
+            # Attributes the constructor does not set from the arguments (Skip.output,
+            # OSError.filename); those it sets would be rebuilt twice.
+            attrs = {k: v for k, v in vars(error).items() if not k.startswith("_") and not _among(v, args)}
+            if isinstance(error, OSError):
+                attrs |= {k: v for k in ("filename", "filename2") if (v := getattr(error, k)) is not None}
             if attrs:
                 record["attrs"] = self._to_json(attrs, "error")
-        except (CodecError, TypeError, ValueError, RecursionError):
+        except Exception:  # noqa: BLE001 - what can't be encoded is left out: never raise here
             record.pop("attrs", None)
         return record
 
@@ -338,6 +343,23 @@ class JsonCodec:
         except Exception:  # noqa: BLE001 - an error that won't rebuild is still reported
             return StoredError(name.replace(":", "."), message)
         return error
+
+
+def error_message(error: BaseException) -> str:
+    """
+    Return ``str(error)``, or a placeholder when that raises.
+
+    >>> error_message(ValueError("bad"))
+    'bad'
+    """
+    try:
+        return str(error)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the error
+        return f"<{type(error).__qualname__}: str() failed>"
+
+
+def _among(value: object, args: tuple[object, ...]) -> bool:
+    return any(value is arg for arg in args)
 
 
 def _path(text: str) -> PurePath:

@@ -130,6 +130,17 @@ def _status(run: Run) -> Status:
     return "failed"
 
 
+def _stopped_at(run: Run) -> str | None:
+    """The step where the run's fatal error stopped it (a precheck's ExecutionCanceled names none itself)."""
+    fatal = run._fatal  # noqa: SLF001
+    if fatal is None:
+        return None
+    step = getattr(fatal, "step", None)
+    if isinstance(step, str):
+        return step
+    return run._errors[-1].step if run._errors else None  # noqa: SLF001
+
+
 class Coordinator(Generic[InputT]):
     """
     An ordered list of steps, run once per input.
@@ -471,7 +482,7 @@ class Coordinator(Generic[InputT]):
                 raise
             finally:
                 _current.reset(token)
-            session.finish(_status(run), run._fatal)  # noqa: SLF001
+            session.finish(_status(run), run._fatal, _stopped_at(run), run._calls or ())  # noqa: SLF001
             return self._finish(run)
         if key is not None or fresh:
             msg = "key= and fresh= are for durable runs: create the coordinator with store=..."
@@ -515,7 +526,7 @@ class Coordinator(Generic[InputT]):
             raise
         finally:
             _current.reset(token)
-        session.finish(_status(run), run._fatal)  # noqa: SLF001
+        session.finish(_status(run), run._fatal, _stopped_at(run), run._calls or ())  # noqa: SLF001
         return self._finish(run)
 
     def _busy(self, input: object, key: str | int | None, owner: str) -> RunResult[InputT]:  # noqa: A002
@@ -585,7 +596,7 @@ class Coordinator(Generic[InputT]):
         run._fatal = fatal  # noqa: SLF001
         # The result shows the run as it stood: every callback's latest outcome,
         # but for the failed compensations, which run again now.
-        replay = Replay(self._store, run._key or "", begun.generation)  # type: ignore[arg-type]  # noqa: SLF001
+        replay = Replay.latest(self._store, run._key or "", begun.generation)  # type: ignore[arg-type]  # noqa: SLF001
         run._calls = [call for call in replay.calls if call[1] != "compensate" or call[2] == "ok"]  # noqa: SLF001
         run._errors.extend(replay.errors)  # noqa: SLF001
         run._bag._job.update(replay.bag._job)  # noqa: SLF001

@@ -11,26 +11,28 @@ callbacks completed. The file runs in WAL mode; several processes may share it.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, Self
 
 from ._bag import DataBag
-from ._codec import Codec, CodecError, JsonCodec
+from ._codec import Codec, CodecError, JsonCodec, error_message
 from ._errors import ChoreographError, Phase, StepError, StoreError, UnstorableOutput
 from ._result import Finished, Outcome, RawCall
 from ._step import type_name
 
 #: Marks a choreograph store in the SQLite header (``PRAGMA application_id``): "Chor".
 APPLICATION_ID: Final = 0x43686F72
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+_SQLITE_HEADER: Final = b"SQLite format 3\x00"
 
 Status = Literal["running", "ok", "failed", "compensating", "rolled_back", "poisoned"]
 
@@ -70,9 +72,19 @@ CREATE INDEX events_by_run ON events (key, generation, id);
 """
 
 #: Migrations from version N to N + 1, applied in order in one transaction.
-_MIGRATIONS: Final[dict[int, str]] = {0: _SCHEMA_V1}
+# Version 2: a finished run's result as the finishing session saw it (the ids of
+# its trace's events, in order), and its fatal error's message as printed then.
+_SCHEMA_V2: Final = """
+ALTER TABLE runs ADD COLUMN result TEXT;
+ALTER TABLE runs ADD COLUMN error_message TEXT
+"""
+
+_MIGRATIONS: Final[dict[int, str]] = {0: _SCHEMA_V1, 1: _SCHEMA_V2}
 
 _HOST: Final = socket.gethostname()
+_RUN_INFO: Final = (
+    "key, status, generation, sessions, interruptions, failed_step, error_type, error_message, owner, created, updated"
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,6 +130,7 @@ class Event:
     One callback's recorded outcome.
 
     Attributes:
+        id: Its number in the store: events are numbered in the order they were recorded.
         key: The run's idempotency key.
         generation: The generation of the run it belongs to.
         session: Which start of the run recorded it, from 1.
@@ -134,6 +147,7 @@ class Event:
     .. versionadded:: 0.1.0
     """
 
+    id: int
     key: str
     generation: int
     session: int
@@ -171,6 +185,8 @@ class Resumption:
     session: int
     status: Status
     restored: dict[str, RestoredStep]
+    #: The latest event of each callback, by (case-folded step, phase): what a restored trace entry shows.
+    latest_ids: dict[tuple[str, str], int]
     attempts: dict[tuple[str, Phase], int]
     compensated: frozenset[str]
     fatal: ChoreographError | None
@@ -251,6 +267,15 @@ class SqliteStore:
 
     def _open(self) -> None:
         """Check the file is ours (or empty) before writing anything to it."""
+        try:
+            with Path(self.path).open("rb") as file:
+                header = file.read(len(_SQLITE_HEADER))
+        except FileNotFoundError:
+            header = b""
+        except OSError as exc:
+            raise StoreError(self.path, f"cannot read: {exc}") from exc
+        if header and header != _SQLITE_HEADER:
+            raise StoreError(self.path, "not a SQLite database (its header is wrong); nothing was changed")
         conn = self._connect()
         try:
             self._check(conn)
@@ -415,7 +440,7 @@ class SqliteStore:
                 (key, encoded_input, self.owner, now + self.lease, now, now),
             ).rowcount
             if created:
-                return Resumption(1, 1, "running", {}, {}, frozenset(), None, input, 0)
+                return Resumption(1, 1, "running", {}, {}, {}, frozenset(), None, input, 0)
             with self._write(conn):
                 row = conn.execute(
                     "SELECT status, generation, sessions, interruptions, owner, lease_until, fatal"
@@ -428,7 +453,7 @@ class SqliteStore:
                         " updated) VALUES (?, 'running', 1, 1, ?, ?, ?, ?, ?)",
                         (key, encoded_input, self.owner, now + self.lease, now, now),
                     )
-                    return Resumption(1, 1, "running", {}, {}, frozenset(), None, input, 0)
+                    return Resumption(1, 1, "running", {}, {}, {}, frozenset(), None, input, 0)
                 status, generation, sessions, interruptions, owner, lease_until, fatal = row
                 if owner is not None and owner != self.owner and lease_until > now and self._owner_alive(owner):
                     return str(owner)
@@ -442,7 +467,7 @@ class SqliteStore:
                         )
                         status = "poisoned"
                 if status in ("ok", "poisoned") and not fresh:
-                    return Resumption(generation, sessions, status, {}, {}, frozenset(), None, input, interruptions)
+                    return Resumption(generation, sessions, status, {}, {}, {}, frozenset(), None, input, interruptions)
                 if fresh or status in ("ok", "poisoned", "rolled_back"):
                     generation, interruptions, fatal = generation + 1, 0, None
                     status = "running"
@@ -490,7 +515,7 @@ class SqliteStore:
         names: dict[str, str] = {}
         try:
             rows = conn.execute(
-                "SELECT step, phase, outcome, output, error, attempts, seconds FROM events"
+                "SELECT step, phase, outcome, output, error, attempts, seconds, id FROM events"
                 " WHERE key = ? AND generation = ? ORDER BY id",
                 (key, generation),
             ).fetchall()
@@ -510,8 +535,18 @@ class SqliteStore:
             if job is None or (job[2] != "ok" and not (job[2] == "skipped" and pre is not None)):
                 continue
             restored[folded] = self._restored_step(key, name, pre, job)
+        latest_ids = {where: row[7] for where, row in latest.items()}
         return Resumption(
-            generation, session, status, restored, attempts, frozenset(compensated), None, input, interruptions
+            generation,
+            session,
+            status,
+            restored,
+            latest_ids,
+            attempts,
+            frozenset(compensated),
+            None,
+            input,
+            interruptions,
         )
 
     def _restored_step(self, key: str, name: str, pre: tuple[Any, ...] | None, job: tuple[Any, ...]) -> RestoredStep:
@@ -595,10 +630,7 @@ class SqliteStore:
         if error_type is not None:
             where.append("(error_type = ? OR error_type LIKE ?)")
             params += [error_type, f"%.{error_type}"]
-        sql = (
-            "SELECT key, status, generation, sessions, interruptions, failed_step, error_type, fatal, owner,"
-            " created, updated FROM runs"
-        )
+        sql = f"SELECT {_RUN_INFO} FROM runs"  # noqa: S608 - a constant list of columns
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY updated DESC, key"
@@ -612,15 +644,10 @@ class SqliteStore:
 
         .. versionadded:: 0.1.0
         """
-        rows = self._read(
-            "SELECT key, status, generation, sessions, interruptions, failed_step, error_type, fatal, owner,"
-            " created, updated FROM runs WHERE key = ?",
-            (key,),
-        )
+        rows = self._read(f"SELECT {_RUN_INFO} FROM runs WHERE key = ?", (key,))  # noqa: S608 - constant columns
         return self._run_info(rows[0]) if rows else None
 
     def _run_info(self, row: tuple[Any, ...]) -> RunInfo:
-        fatal = row[7]
         return RunInfo(
             key=row[0],
             status=row[1],
@@ -629,7 +656,7 @@ class SqliteStore:
             interruptions=row[4],
             failed_step=row[5],
             error_type=row[6],
-            error=None if fatal is None else str(self.codec.decode_error(fatal)),
+            error=row[7],
             owner=row[8],
             created=row[9],
             updated=row[10],
@@ -646,8 +673,8 @@ class SqliteStore:
         .. versionadded:: 0.1.0
         """
         sql = (
-            "SELECT key, generation, session, step, phase, outcome, output, error, error_type, attempts, seconds, at"
-            " FROM events WHERE key = ?"
+            "SELECT key, generation, session, step, phase, outcome, output, error, error_type, attempts, seconds, at,"
+            " id FROM events WHERE key = ?"
         )
         params: tuple[object, ...] = (key,)
         if generation is not None:
@@ -655,6 +682,7 @@ class SqliteStore:
             params = (key, generation)
         return [
             Event(
+                id=r[12],
                 key=r[0],
                 generation=r[1],
                 session=r[2],
@@ -721,7 +749,7 @@ class SqliteStore:
 class StoreSession:
     """Records one run of one key: the coordinator's recorder for durable runs."""
 
-    __slots__ = ("_conn", "_encoded", "_renew_at", "_sql", "generation", "key", "session", "store")
+    __slots__ = ("_conn", "_encoded", "_ids", "_latest", "_renew_at", "_sql", "generation", "key", "session", "store")
 
     def __init__(self, store: SqliteStore, key: str, resumption: Resumption) -> None:
         self.store = store
@@ -730,6 +758,8 @@ class StoreSession:
         self.session = resumption.session
         self._conn = store.connection()
         self._encoded: tuple[object, str] | None = None
+        self._ids: list[int] = []  # this session's events, in order
+        self._latest = resumption.latest_ids
         self._renew_at = time.monotonic() + store.lease / 3
         self._sql = (
             "INSERT INTO events (key, generation, session, step, phase, outcome, output, error, error_type,"
@@ -772,7 +802,7 @@ class StoreSession:
             error_type = _error_type(error)
         conn = self._conn
         try:
-            conn.execute(
+            cursor = conn.execute(
                 self._sql,
                 (
                     self.key,
@@ -789,6 +819,7 @@ class StoreSession:
                     time.time(),
                 ),
             )
+            self._ids.append(cursor.lastrowid or 0)
             if time.monotonic() >= self._renew_at:
                 self._renew(conn)
         except sqlite3.DatabaseError as exc:
@@ -814,18 +845,34 @@ class StoreSession:
         except sqlite3.DatabaseError as exc:
             raise StoreError(self.store.path, f"cannot record the rollback of key {self.key!r}: {exc}") from exc
 
-    def finish(self, status: Status, fatal: ChoreographError | None) -> None:
-        """Record how the run ended and release the key."""
-        fatal_text = failed_step = error_type = None
+    def finish(
+        self, status: Status, fatal: ChoreographError | None, stopped_at: str | None, trace: Sequence[RawCall]
+    ) -> None:
+        """
+        Record how the run ended, and release the key.
+
+        Args:
+            status: How the run ended.
+            fatal: Its fatal error, if any.
+            stopped_at: The step where a fatal error stopped it.
+            trace: Its trace: the result of an ``ok`` run is kept as the ids of
+                the events its entries show, in order.
+        """
+        fatal_text = error_type = message = result = None
         if fatal is not None:
             fatal_text = self.store.codec.encode_error(fatal)
-            failed_step = getattr(fatal, "step", None)
             error_type = _error_type(getattr(fatal, "error", None) or fatal)
+            message = error_message(fatal)
+        if status == "ok":
+            new = iter(self._ids)
+            latest = self._latest
+            ids = [latest[call[0].casefold(), call[1]] if call[5] else next(new) for call in trace]
+            result = json.dumps(ids)
         try:
             self._conn.execute(
-                "UPDATE runs SET status = ?, fatal = ?, failed_step = ?, error_type = ?, owner = NULL,"
-                " lease_until = NULL, updated = ? WHERE key = ? AND owner = ?",
-                (status, fatal_text, failed_step, error_type, time.time(), self.key, self.store.owner),
+                "UPDATE runs SET status = ?, fatal = ?, failed_step = ?, error_type = ?, error_message = ?,"
+                " result = ?, owner = NULL, lease_until = NULL, updated = ? WHERE key = ? AND owner = ?",
+                (status, fatal_text, stopped_at, error_type, message, result, time.time(), self.key, self.store.owner),
             )
         except sqlite3.DatabaseError as exc:
             raise StoreError(self.store.path, f"cannot finish key {self.key!r}: {exc}") from exc
@@ -852,19 +899,14 @@ def _error_type(error: BaseException | None) -> str | None:
 
 
 class Replay:
-    """A generation's latest outcome of each callback, read back from the store."""
+    """Callbacks' outcomes read back from the store: the DataBag, errors and trace they make."""
 
-    def __init__(self, store: SqliteStore, key: str, generation: int) -> None:
+    def __init__(self, store: SqliteStore, key: str, events: Sequence[Event]) -> None:
         self.bag = DataBag()
         self.errors: list[StepError] = []
         self.calls: list[RawCall] = []
         self.compensation_errors: list[StepError] = []
-        events = store.events(key, generation=generation)
-        # Earlier sessions' outcomes of a callback were superseded when the key resumed.
-        latest = {(event.step.casefold(), event.phase): index for index, event in enumerate(events)}
-        for index, event in enumerate(events):
-            if latest[event.step.casefold(), event.phase] != index:
-                continue
+        for event in events:
             if event.output is not None and event.phase != "compensate":
                 value = store._decode(key, event.step, event.output)  # noqa: SLF001
                 (self.bag.set_job_data if event.phase == "job" else self.bag.set_precheck_data)(event.step, value)
@@ -873,10 +915,22 @@ class Replay:
                 (self.compensation_errors if event.phase == "compensate" else self.errors).append(error)
             self.calls.append((event.step, event.phase, event.outcome, event.seconds, event.attempts, True))
 
+    @classmethod
+    def latest(cls, store: SqliteStore, key: str, generation: int) -> Replay:
+        """Each callback's latest outcome in *generation* (earlier ones were superseded by a resume)."""
+        events = store.events(key, generation=generation)
+        last = {(event.step.casefold(), event.phase): index for index, event in enumerate(events)}
+        return cls(store, key, [e for i, e in enumerate(events) if last[e.step.casefold(), e.phase] == i])
+
 
 def stored_result(store: SqliteStore, key: str, resumption: Resumption) -> Finished:
-    """A finished run of *key*, read back from the store: nothing runs."""
-    replay = Replay(store, key, resumption.generation)
+    """A finished run of *key*, as its finishing session returned it, read back from the store: nothing runs."""
+    rows = store._read("SELECT result FROM runs WHERE key = ?", (key,))  # noqa: SLF001
+    if rows and rows[0][0]:
+        by_id = {event.id: event for event in store.events(key, generation=resumption.generation)}
+        replay = Replay(store, key, [by_id[i] for i in json.loads(rows[0][0]) if i in by_id])
+    else:  # finished before schema version 2 recorded results
+        replay = Replay.latest(store, key, resumption.generation)
     return Finished(
         resumption.input,
         tuple(replay.errors),
