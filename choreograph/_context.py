@@ -32,8 +32,13 @@ class Context(Generic[InputT]):
     .. versionadded:: 0.1.0
     """
 
-    # The run's state. Rarely changed fields have class-level defaults, so that
-    # a run sets only what it uses (a run costs microseconds; this is part of it).
+    # The run's state, set by the coordinator. Rarely changed fields have class-level
+    # defaults, so that a run sets only what it uses (a run costs microseconds).
+    _input: InputT
+    _values: Mapping[str, object]
+    _bag: DataBag
+    _errors: list[StepError]
+    _run_id: int
     _step = ""
     _phase: Phase = "job"
     _attempt = 1
@@ -42,19 +47,9 @@ class Context(Generic[InputT]):
     _logger: Logger | None = None
     _logger_step = ""
 
-    def __init__(
-        self,
-        input: InputT,  # noqa: A002 - the contract's name
-        values: Mapping[str, object],
-        data_bag: DataBag,
-        errors: list[StepError],
-        run_id: int,
-    ) -> None:
-        self._input = input
-        self._values = values
-        self._bag = data_bag
-        self._errors = errors
-        self._run_id = run_id
+    def __init__(self) -> None:
+        msg = "a Context is made by the coordinator for each run; run the flow to get one"
+        raise TypeError(msg)
 
     @property
     def input(self) -> InputT:
