@@ -145,9 +145,11 @@ class DataBag:
         return {self._display(k): v for k, v in list(self._precheck.items())}
 
     def __iter__(self) -> Iterator[str]:
-        """Iterate over the names of the steps that stored anything."""
-        keys = dict.fromkeys([*self._precheck, *self._job])
-        return iter([self._display(key) for key in keys])
+        """Iterate over the names of the steps that stored anything: the run's steps in run order, then others."""
+        stored = self._precheck.keys() | self._job.keys()
+        ordered = [key for key in self._known if key in stored]  # the coordinator's steps, in run order
+        ordered += [key for key in dict.fromkeys([*self._precheck, *self._job]) if key not in self._known]
+        return iter([self._display(key) for key in ordered])
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, DataBag):

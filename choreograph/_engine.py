@@ -101,9 +101,6 @@ class _Nothing:
 
     __slots__ = ()
 
-    def __repr__(self) -> str:
-        return "NOTHING"
-
 
 NOTHING: Final = _Nothing()
 
@@ -413,8 +410,7 @@ def restore(run: Run, st: CompiledStep, restored: Restored) -> None:
     if restored.job_output is not NOTHING:
         bag._job[st.key] = restored.job_output  # noqa: SLF001
     run._errors.extend(restored.errors)  # noqa: SLF001
-    if run._calls is not None:  # noqa: SLF001
-        run._calls.extend(restored.calls)  # noqa: SLF001
+    run._calls.extend(restored.calls)  # type: ignore[union-attr]  # noqa: SLF001 - forward made the list
     if restored.job_ok:
         run._completed.append(st)  # noqa: SLF001
 
@@ -471,12 +467,15 @@ def invoke(
         attempt += 1
         run._attempt = attempt  # noqa: SLF001
         err: BaseException | None = None
+        began = _clock()
         try:
             out = cb.call(run, value)
             if cb.is_async:
                 run._await_timeout = cb.timeout  # noqa: SLF001
                 out = yield out
-            if type(out) in CONTAINERS:
+            elif cb.timeout is not None and _clock() - began > cb.timeout:
+                err = CallbackTimeout(name, "compensate", cb.timeout)
+            if err is None and type(out) in CONTAINERS:
                 _, err = cb.settle(name, out)
         except Exception as exc:  # noqa: BLE001 - any callback error is an outcome
             err = exc

@@ -379,3 +379,12 @@ def test_get_data_bag_outside_after_runs():
     assert not failing.run().ok
     with pytest.raises(NoDataBagInContext):
         get_data_bag()
+
+
+def test_iterating_a_run_bag_follows_the_run_order():
+    """A run's DataBag lists its steps in run order, whatever table their outputs are in."""
+    from choreograph import Coordinator, Step
+
+    result = Coordinator([Step("a", lambda: 1), Step("b", lambda: 2, precheck=lambda: "p")]).run()
+    result.data_bag.set_job_data("Extra", 3)
+    assert list(result.data_bag) == ["a", "b", "Extra"]
