@@ -20,6 +20,7 @@ import contextvars
 import time
 from collections.abc import Callable, Generator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from types import MappingProxyType
 from typing import Final, Protocol
 
 from loguru import logger
@@ -42,6 +43,7 @@ from ._result import Outcome, RawCall
 from ._step import CONTAINERS, Callback, Step, type_name
 
 _clock: Final = time.perf_counter
+_new_bag: Final = DataBag.__new__
 _monotonic: Final = time.monotonic
 
 #: A run loop: yields requests (awaitables, `Sleep`) to its driver.
@@ -165,11 +167,15 @@ class Run(Context[object]):
     _completed: list[CompiledStep] = []  # noqa: RUF012 - replaced, never mutated, by `execute`
     _log = False
 
-    def __init__(self, plan: Plan, input: object, values: Mapping[str, object], run_id: int) -> None:  # noqa: A002
+    _values: Mapping[str, object] = MappingProxyType({})
+
+    def __init__(self, plan: Plan, input: object, values: Mapping[str, object] | None, run_id: int) -> None:  # noqa: A002
         self._plan = plan
         self._input = input
-        self._values = values
-        self._bag = DataBag(plan.names)
+        if values is not None:
+            self._values = values
+        self._bag = bag = _new_bag(DataBag)  # DataBag(plan.names), without a call per run
+        bag._job, bag._precheck, bag._known, bag._names = {}, {}, plan.names, {}  # noqa: SLF001
         self._errors = []
         self._run_id = run_id
 

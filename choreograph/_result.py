@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, NoReturn, Protocol, TypeVar
+from typing import Any, Final, Generic, Literal, NoReturn, Protocol, TypeVar
 
 from returns.result import Failure, Result, Success
 
@@ -207,12 +207,14 @@ class RunResult(Generic[InputT_co]):
         return f"<RunResult run_id={self.run_id} {status} errors={len(self._run._errors)}>"  # noqa: SLF001
 
 
-_new_result = RunResult.__new__
-_set_run = RunResult.__dict__["_run"].__set__  # the slot's descriptor
+#: Make a RunResult without its ``__init__`` (``new_result(RunResult)``), then
+#: ``set_result_run(result, run)``: the slot's descriptor, past the frozen guard.
+new_result: Final = RunResult.__new__
+set_result_run: Final = RunResult.__dict__["_run"].__set__
 
 
 def result_of(run: FinishedRun) -> RunResult[Any]:
-    """Wrap a finished run, skipping the frozen class's ``__setattr__`` guard."""
-    result: RunResult[Any] = _new_result(RunResult)
-    _set_run(result, run)
+    """Wrap a finished run (see `new_result`)."""
+    result: RunResult[Any] = new_result(RunResult)
+    set_result_run(result, run)
     return result
