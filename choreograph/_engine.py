@@ -28,6 +28,7 @@ from loguru import logger
 from ._bag import DataBag
 from ._context import Context
 from ._errors import (
+    MISSING,
     CallbackTimeout,
     ChoreographError,
     ExecutionCanceled,
@@ -80,7 +81,7 @@ class Recorder(Protocol):
         attempts: int,
         seconds: float,
     ) -> None:
-        """Record one callback's outcome."""
+        """Record one callback's outcome; *output* is what went into the DataBag, or `MISSING`."""
         ...
 
     def rolling_back(self, fatal: ChoreographError) -> None:
@@ -304,7 +305,7 @@ def forward(  # noqa: C901, PLR0912, PLR0915 - the run loop, kept in one frame f
                 run._fatal = err = UnassignableInput(name, role, cb.input_hint, type_name(value))  # noqa: SLF001
                 trace((name, role, "failed", 0.0, 0, False))
                 if recorder is not None:
-                    recorder.record(name, role, "failed", None, err, 0, 0.0)
+                    recorder.record(name, role, "failed", MISSING, err, 0, 0.0)
                 return
             started = clock()
         else:
@@ -329,7 +330,7 @@ def forward(  # noqa: C901, PLR0912, PLR0915 - the run loop, kept in one frame f
                     run._fatal = fatal = RunCancelled(run._timeout or 0.0, name)  # noqa: SLF001
                     trace((name, role, "canceled", seconds, attempt, False))
                     if recorder is not None:
-                        recorder.record(name, role, "canceled", None, fatal, attempt, seconds)
+                        recorder.record(name, role, "canceled", MISSING, fatal, attempt, seconds)
                     return
                 except Exception as exc:  # noqa: BLE001 - any callback error is an outcome
                     err = exc
@@ -363,10 +364,11 @@ def forward(  # noqa: C901, PLR0912, PLR0915 - the run loop, kept in one frame f
 
         # The one place that decides each callback's outcome, and records it.
         outcome: Outcome
+        stored: object = MISSING  # what went into the DataBag
         if err is None:
             outcome = "ok"
             if cb.has_output:
-                tables[cb.is_job][st.key] = out
+                tables[cb.is_job][st.key] = stored = out
         elif not cb.is_job and isinstance(err, ExecutionCanceled):
             outcome = "canceled"
         else:
@@ -374,12 +376,12 @@ def forward(  # noqa: C901, PLR0912, PLR0915 - the run loop, kept in one frame f
             if not cb.is_job and isinstance(err, Skip) and err.has_output:
                 unstorable = None if recorder is None else recorder.check_output(name, role, err.output)
                 if unstorable is None:
-                    tables[0][st.key] = out = err.output
+                    tables[0][st.key] = stored = err.output
                 else:
                     err = unstorable
         trace((name, role, outcome, seconds, attempt, False))
         if recorder is not None:
-            recorder.record(name, role, outcome, out, err, attempt, seconds)
+            recorder.record(name, role, outcome, stored, err, attempt, seconds)
         if err is None:
             if cb.is_job:
                 completed.append(st)
@@ -404,7 +406,7 @@ def forward(  # noqa: C901, PLR0912, PLR0915 - the run loop, kept in one frame f
             return
         trace((name, "job", "skipped", 0.0, 0, False))
         if recorder is not None:
-            recorder.record(name, "job", "skipped", None, None, 0, 0.0)
+            recorder.record(name, "job", "skipped", MISSING, None, 0, 0.0)
         index = entry.next_step
 
 
@@ -447,7 +449,7 @@ def compensate(run: Run) -> Loop:
         outcome: Outcome = "ok" if err is None else "failed"
         calls.append((name, "compensate", outcome, seconds, attempt, False))
         if recorder is not None:
-            recorder.record(name, "compensate", outcome, None, err, attempt, seconds)
+            recorder.record(name, "compensate", outcome, MISSING, err, attempt, seconds)
         if err is not None:
             errors.append(StepError(name, "compensate", err))
             if run._log:  # noqa: SLF001

@@ -25,7 +25,7 @@ from typing import Any, Final, Literal, Self
 
 from ._bag import DataBag
 from ._codec import Codec, CodecError, JsonCodec, error_message
-from ._errors import ChoreographError, Phase, StepError, StoreError, UnstorableOutput
+from ._errors import MISSING, ChoreographError, Phase, StepError, StoreError, UnstorableOutput
 from ._result import Finished, Outcome, RawCall
 from ._step import type_name
 
@@ -785,16 +785,11 @@ class StoreSession:
         attempts: int,
         seconds: float,
     ) -> None:
-        """Commit one callback's outcome (one transaction)."""
+        """Commit one callback's outcome (one transaction); *output* is MISSING when none was stored."""
         encoded = None
-        if outcome == "ok" or (phase == "precheck" and error is not None and getattr(error, "has_output", False)):
-            cached = self._encoded
-            if cached is not None and cached[0] is output:
-                encoded = cached[1]
-            elif outcome == "ok" and output is None:
-                encoded = None if phase == "compensate" else "null"
-            else:
-                encoded = self.store.codec.encode(output)
+        if output is not MISSING:
+            cached = self._encoded  # check_output encoded it already
+            encoded = cached[1] if cached is not None and cached[0] is output else self.store.codec.encode(output)
         self._encoded = None
         error_text = error_type = None
         if error is not None:

@@ -1372,3 +1372,33 @@ def test_step_error_entries_of_a_restored_run_are_step_errors(store: SqliteStore
     assert (entry.step, entry.phase) == ("a", "precheck")
     assert type(entry.error) is LookupError
     assert entry.__cause__ is entry.error
+
+
+def test_a_callback_without_output_is_restored_without_output(tmp_path: Path):
+    """A `-> None` job restored on resume puts nothing in the DataBag, as when it ran."""
+    store = SqliteStore(tmp_path / "s.db")
+    fail = True
+
+    def log_only(x: int) -> None:
+        return None
+
+    def keep(x: int):
+        return x
+
+    def then(x: int) -> int:
+        if fail:
+            raise ValueError("not yet")
+        return x
+
+    coordinator = Coordinator(
+        [Step("log only", log_only), Step("keep", keep), Step("then", then)], store=store, key=str
+    )
+    first = coordinator.run(1)
+    assert not first.data_bag.has_job_data("log only")
+    fail = False
+    resumed = coordinator.run(1)
+    assert resumed.ok
+    assert [c.restored for c in resumed.trace] == [True, True, False]
+    assert not resumed.data_bag.has_job_data("log only")
+    assert resumed.data_bag.get_job_data("keep") == 1
+    assert [e.output for e in store.events("1") if e.step == "log only"] == [None]
