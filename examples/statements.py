@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"store: {statuses.count('ok')} of {len(statuses)} keys ok ({store.path})")
     (counts,) = conn.execute("SELECT (SELECT count(*) FROM statements), (SELECT count(*) FROM statement_lines)")
     print(f"database: {counts[0]} statements, {counts[1]} lines")
+    print(f"run it again on the same file to see every key restored: python examples/statements.py {path}")
     store.close()
     database.close()
     return 0
