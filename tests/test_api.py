@@ -68,3 +68,14 @@ def test_unknown_import():
     """Importing an unknown name from the package raises ImportError."""
     with pytest.raises(ImportError):
         from choreograph import Nope  # type: ignore[attr-defined]  # noqa: F401
+
+
+def test_the_typing_module_exports_what_it_lists():
+    """choreograph.typing exports every name in its __all__, for users' annotations."""
+    import choreograph.typing as public_typing
+
+    assert public_typing.__all__
+    for name in public_typing.__all__:
+        assert getattr(public_typing, name) is not None
+    outcome: public_typing.Outcome = "ok"
+    assert outcome == "ok"
