@@ -221,7 +221,8 @@ def _compile_check(step: str, role: Role, what: str, hint: object) -> _Checker |
         and not getattr(hint, "_is_protocol", False)
         and not typing.is_typeddict(hint)
     ):
-        return hint.__instancecheck__
+        # Bound through the metaclass: `hint.__instancecheck__` would be unbound for `type` itself.
+        return type(hint).__instancecheck__.__get__(hint)  # type: ignore[no-any-return]
     any_hint: Any = hint  # whatever the annotation is, beartype judges it
     try:
         is_bearable(None, any_hint)

@@ -702,3 +702,15 @@ def test_decorator_syntax():
     assert coordinator.steps[0].job is double
     assert coordinator.steps[0].precheck is None
     assert coordinator.run(5).data_bag.get_job_data("double") == 10
+
+
+def test_a_type_annotation_checks_for_classes():
+    """An input annotated `type` accepts classes and refuses instances (a metaclass-bound check)."""
+    from choreograph import Coordinator, Step, UnassignableInput
+
+    def job(kind: type) -> str:
+        return kind.__name__
+
+    coordinator = Coordinator([Step("name", job)])
+    assert coordinator.run(int).data_bag.get_job_data("name") == "int"
+    assert isinstance(coordinator.run(3).fatal, UnassignableInput)
