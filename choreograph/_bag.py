@@ -10,6 +10,10 @@ from ._errors import MISSING
 T = TypeVar("T")
 
 
+#: A bag's names of its own, before it has any: shared, never written.
+NO_NAMES: dict[str, str] = {}
+
+
 class DataBag:
     """
     The outputs of one run's prechecks and jobs, keyed by step name.
@@ -36,11 +40,13 @@ class DataBag:
         # Display names by case-folded key: the coordinator's steps (shared,
         # never written here), then names first seen by `set_*_data`.
         self._known: Mapping[str, str] = _known or {}
-        self._names: dict[str, str] = {}
+        self._names: dict[str, str] = NO_NAMES
 
     def _put(self, table: dict[str, object], key: str, name: str, value: object) -> None:
         table[key] = value
         if key not in self._known:
+            if self._names is NO_NAMES:  # created at the first name of its own (most bags have none)
+                self._names = {}
             self._names.setdefault(key, name)
 
     def _display(self, key: str) -> str:

@@ -25,7 +25,7 @@ from typing import Final, Protocol
 
 from loguru import logger
 
-from ._bag import DataBag
+from ._bag import NO_NAMES, DataBag
 from ._context import Context
 from ._errors import (
     MISSING,
@@ -176,7 +176,7 @@ class Run(Context[object]):
         if values is not None:
             self._values = values
         self._bag = bag = _new_bag(DataBag)  # DataBag(plan.names), without a call per run
-        bag._job, bag._precheck, bag._known, bag._names = {}, {}, plan.names, {}  # noqa: SLF001
+        bag._job, bag._precheck, bag._known, bag._names = {}, {}, plan.names, NO_NAMES  # noqa: SLF001
         self._errors = []
         self._run_id = run_id
 
