@@ -30,7 +30,7 @@ pytest: $(STAMP)
 	$(BIN)/coverage combine -q
 	$(BIN)/coverage report
 
-bench: $(STAMP)
+bench: $(STAMP)  # add --strict to a script to make a missed target fail
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/durable.py
 
