@@ -571,6 +571,8 @@ class Coordinator(Generic[InputT]):
         name = self._durable_key(input, key)
         if timeout is not None:
             validate_timeout(timeout, "timeout")
+        if values is not None:
+            _snapshot(values)  # refuse bad arguments before the key is taken
         begun = store.begin(name, input, fresh=fresh)
         if isinstance(begun, str):
             return begun
@@ -579,14 +581,19 @@ class Coordinator(Generic[InputT]):
         if begun.status == "poisoned":
             fatal = PoisonedRun(name, begun.interruptions)
             return result_of(Finished(input, (), fatal, DataBag(), 0, name, (), ()))
-        run = self._start(input, values, timeout)
-        run._key = name  # noqa: SLF001
-        run._recorder = session = store.session(name, begun)  # noqa: SLF001
-        run._restored = begun.restored or None  # noqa: SLF001
-        run._attempt_base = begun.attempts or None  # noqa: SLF001
-        run._compensated = begun.compensated  # noqa: SLF001
-        if begun.status == "compensating":
-            self._resume_rollback(run, begun)
+        session = store.session(name, begun)
+        try:
+            run = self._start(input, values, timeout)
+            run._key = name  # noqa: SLF001
+            run._recorder = session  # noqa: SLF001
+            run._restored = begun.restored or None  # noqa: SLF001
+            run._attempt_base = begun.attempts or None  # noqa: SLF001
+            run._compensated = begun.compensated  # noqa: SLF001
+            if begun.status == "compensating":
+                self._resume_rollback(run, begun)
+        except BaseException:
+            session.release()  # nothing ran: give the key back as it was
+            raise
         return run, session
 
     def _resume_rollback(self, run: Run, begun: Resumption) -> None:

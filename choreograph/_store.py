@@ -492,7 +492,11 @@ class SqliteStore:
                 )
         except sqlite3.DatabaseError as exc:
             raise StoreError(self.path, f"cannot begin key {key!r}: {exc}") from exc
-        resumption = self._resumption(conn, key, generation, sessions, status, input, interruptions)
+        try:
+            resumption = self._resumption(conn, key, generation, sessions, status, input, interruptions)
+        except BaseException:
+            self._release(conn, key)  # the run won't start: don't leave the key leased
+            raise
         if fatal is not None:
             decoded = self.codec.decode_error(fatal)
             resumption.fatal = decoded if isinstance(decoded, ChoreographError) else None
@@ -571,6 +575,12 @@ class SqliteStore:
             return self.codec.decode(text)
         except CodecError as exc:
             raise StoreError(self.path, f"cannot restore the output of step {step!r} of key {key!r}: {exc}") from exc
+
+    def _release(self, conn: sqlite3.Connection, key: str) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute(
+                "UPDATE runs SET owner = NULL, lease_until = NULL WHERE key = ? AND owner = ?", (key, self.owner)
+            )
 
     def session(self, key: str, resumption: Resumption) -> StoreSession:
         """The recorder of one run of *key*."""
@@ -877,11 +887,7 @@ class StoreSession:
     def release(self) -> None:
         """Give the key up without finishing (the run was interrupted)."""
         try:
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.execute(
-                    "UPDATE runs SET owner = NULL, lease_until = NULL WHERE key = ? AND owner = ?",
-                    (self.key, self.store.owner),
-                )
+            self.store._release(self._conn, self.key)  # noqa: SLF001
         finally:
             self.store.done(self.key)
 

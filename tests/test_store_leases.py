@@ -229,3 +229,42 @@ def test_prune_deletes_finished_runs_and_their_events(tmp_path: Path):
     assert len(store.events("2")) == 1
     assert store.prune(status="failed") == 0
     assert store.prune(before=time.time() + 1) == 1
+
+
+def test_a_run_refused_for_bad_arguments_does_not_touch_its_key(tmp_path: Path):
+    """A durable run with bad values= is refused before its key is taken: nothing is recorded or leased."""
+    store = SqliteStore(tmp_path / "s.db", lease=30)
+    coordinator = Coordinator([Step("s", lambda x: x)], store=store, key=str)
+    with pytest.raises(TypeError, match="values"):
+        coordinator.run(1, values=[("not", "a mapping")])  # type: ignore[arg-type]
+    assert store.run_info("1") is None
+    started = time.monotonic()
+    assert coordinator.run(1).ok
+    assert time.monotonic() - started < 1.0
+    assert store.run_info("1").interruptions == 0  # type: ignore[union-attr]
+
+
+def test_a_run_whose_restore_fails_gives_its_key_back(tmp_path: Path):
+    """When a resumed run can't be set up (an output no longer decodes), the key is not left leased."""
+    fail = True
+
+    def make(x: int) -> object:
+        return {"n": x}
+
+    def then(x: int) -> int:
+        if fail:
+            raise ValueError("not yet")
+        return x
+
+    path = tmp_path / "s.db"
+    store = SqliteStore(path, lease=30)
+    assert not Coordinator([Step("make", make), Step("then", then)], store=store, key=str).run(1).ok
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE events SET output = '{\"$nope\": 1}' WHERE step = 'make'")
+    conn.commit()
+    conn.close()
+    fail = False
+    coordinator = Coordinator([Step("make", make), Step("then", then)], store=store, key=str)
+    with pytest.raises(StoreError, match="step 'make'"):
+        coordinator.run(1)
+    assert store.run_info("1").owner is None  # type: ignore[union-attr]
