@@ -69,22 +69,31 @@ class _Batches(Generic[InputT]):
     a short run itself; a task per batch amortises it. Batches start at one
     input and grow only while runs are short, so slow (I/O-bound) runs still
     spread over every worker. At most two tasks per worker are in flight.
+    When the steps have ``async def`` callbacks, a batch runs on one event
+    loop (with `Coordinator.run_async`) instead of starting a loop per run.
     """
 
     TASK_SECONDS: Final = 0.002
     MAX_BATCH: Final = 256
 
     def __init__(
-        self, run: Callable[..., RunResult[InputT]], inputs: Iterator[InputT], options: Mapping[str, object]
+        self, coordinator: Coordinator[InputT], inputs: Iterator[InputT], options: Mapping[str, object]
     ) -> None:
-        self._run, self._inputs, self._options = run, inputs, options
+        self._coordinator, self._inputs, self._options = coordinator, inputs, options
         self._size = 1
 
     def _task(self, items: list[InputT]) -> tuple[list[RunResult[InputT]], float]:
         started = time.perf_counter()
-        run, options = self._run, self._options
-        results = [run(item, **options) for item in items]
+        coordinator, options = self._coordinator, self._options
+        if coordinator._plan.has_async:  # noqa: SLF001
+            results = asyncio.run(self._on_one_loop(items))
+        else:
+            results = [coordinator.run(item, **options) for item in items]  # type: ignore[call-overload]
         return results, time.perf_counter() - started
+
+    async def _on_one_loop(self, items: list[InputT]) -> list[RunResult[InputT]]:
+        coordinator, options = self._coordinator, self._options
+        return [await coordinator.run_async(item, **options) for item in items]  # type: ignore[call-overload]
 
     def _submit(self, pool: ThreadPoolExecutor) -> Future[tuple[list[RunResult[InputT]], float]] | None:
         items = list(itertools.islice(self._inputs, self._size))
@@ -716,9 +725,7 @@ class Coordinator(Generic[InputT]):
         fresh: bool,
     ) -> Generator[RunResult[InputT], None, None]:
         pool = ThreadPoolExecutor(workers, thread_name_prefix="choreograph")
-        batches = _Batches(
-            self.run, inputs, {"values": values, "timeout": timeout} | ({"fresh": True} if fresh else {})
-        )
+        batches = _Batches(self, inputs, {"values": values, "timeout": timeout} | ({"fresh": True} if fresh else {}))
         try:
             yield from batches.ordered(pool, workers) if ordered else batches.unordered(pool, workers)
         finally:

@@ -134,7 +134,7 @@ class Entry:
 class Plan:
     """A coordinator's steps, compiled for running. Immutable: adding a step builds a new plan."""
 
-    __slots__ = ("compensates", "entries", "fast", "labels", "names", "size", "steps")
+    __slots__ = ("compensates", "entries", "fast", "has_async", "labels", "names", "size", "steps")
 
     def __init__(self, steps: tuple[CompiledStep, ...]) -> None:
         self.steps = steps
@@ -147,6 +147,7 @@ class Plan:
         self.labels: tuple[tuple[str, Phase], ...] = tuple((e.step.name, e.callback.role) for e in entries)
         self.names = {st.key: st.name for st in steps}
         self.compensates = any(st.compensate is not None for st in steps)
+        self.has_async = any(cb is not None and cb.is_async for st in steps for cb in (*st.callbacks, st.compensate))
         self.fast = build_fast_path(self.entries)
 
 

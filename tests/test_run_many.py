@@ -277,3 +277,39 @@ def test_an_infinite_input_stream_is_not_materialized(no_leaked_threads):
     assert all(r.ok for r in taken)
     # run_many documents its window: at most 2 * workers batches of at most 256 inputs.
     assert pulled <= 100 + 2 * WORKERS * 256
+
+
+def test_async_steps_in_run_many_keep_each_run_isolated():
+    """With async def callbacks, run_many's runs share an event loop per batch but nothing else."""
+    import asyncio
+
+    from choreograph import Coordinator, Step, get_data_bag
+
+    async def remember(x: int) -> int:
+        await asyncio.sleep(0)
+        return x
+
+    async def check(x: int) -> bool:
+        await asyncio.sleep(0)
+        return get_data_bag().get_job_data("remember") == x
+
+    coordinator = Coordinator([Step("remember", remember), Step("check", check)])
+    results = list(coordinator.run_many(range(300), workers=3))
+    assert len(results) == 300
+    assert all(r.ok and r.data_bag.get_job_data("check") is True for r in results)
+    assert sorted(r.input for r in results) == list(range(300))
+
+
+def test_async_run_timeouts_still_cancel_in_run_many():
+    """A run timeout cancels an awaiting async callback in run_many as in run."""
+    import asyncio
+
+    from choreograph import Coordinator, RunCancelled, Step
+
+    async def slow(x: int) -> int:
+        await asyncio.sleep(0.5 if x == 1 else 0)
+        return x
+
+    results = {r.input: r for r in Coordinator([Step("slow", slow)]).run_many(range(4), workers=2, timeout=0.05)}
+    assert isinstance(results[1].fatal, RunCancelled)
+    assert all(results[i].ok for i in (0, 2, 3))
