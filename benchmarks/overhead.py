@@ -20,6 +20,7 @@ Targets: ratio <= 3.0 with annotations, <= 2.0 without.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import time
 from collections.abc import Callable
@@ -182,6 +183,33 @@ def throughput(rounds: int, count: int) -> None:
     )
 
 
+async def async_job(ctx: Context[int], x: int) -> int:
+    await asyncio.sleep(0)
+    return x * 2
+
+
+def async_throughput(rounds: int, count: int) -> None:
+    """`run_many` of a flow with async def jobs, against `run_async` awaited in one loop."""
+    coordinator: Coordinator[int] = Coordinator()
+    for i in range(STEPS):
+        coordinator.add_step(Step(f"step {i}", async_job, annotated_precheck))
+
+    async def awaited() -> object:
+        return [await coordinator.run_async(value) for value in range(count)]
+
+    def sequential(_: int) -> object:
+        return asyncio.run(awaited())
+
+    def many(_: int) -> object:
+        return list(coordinator.run_many(range(count), workers=2))
+
+    loop, pooled = best_of(rounds, 1, sequential, many)
+    print(
+        f"async jobs, {count} inputs      run_async in a loop {count / loop:8.0f} runs/s   "
+        f"run_many {count / pooled:8.0f} runs/s (ratio {pooled / loop:.2f})"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--quick", action="store_true", help="fewer rounds, for a smoke test")
@@ -192,6 +220,7 @@ def main() -> int:
     annotated = compare("annotated (ctx, x: int)", annotated_precheck, annotated_job, rounds, number)
     plain = compare("unannotated (ctx, x)", plain_precheck, plain_job, rounds, number)
     throughput(max(2, rounds // 5), count)
+    async_throughput(max(2, rounds // 5), count // 5)
     verdict = annotated <= TARGET_ANNOTATED and plain <= TARGET_UNANNOTATED
     print(
         f"targets: annotated <= {TARGET_ANNOTATED} ({'met' if annotated <= TARGET_ANNOTATED else 'MISSED'}), "
