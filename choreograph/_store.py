@@ -18,6 +18,7 @@ import sqlite3
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -254,6 +255,8 @@ class SqliteStore:
         self._lock = threading.Lock()
         self._closed = False
         self._active: set[str] = set()  # keys this store object is running now, in any thread
+        # Connections are closed by `close()`, or when the store is garbage collected.
+        self._finalizer = weakref.finalize(self, _close_all, self._connections, self._lock)
         self._open()  # validate (and create or migrate) now, not at the first run
 
     # -- connections ---------------------------------------------------------
@@ -364,12 +367,8 @@ class SqliteStore:
 
     def close(self) -> None:
         """Close every connection; the store can't be used afterwards."""
-        with self._lock:
-            self._closed = True
-            connections, self._connections = self._connections, []
-        for conn in connections:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
+        self._closed = True
+        self._finalizer()
 
     def __enter__(self) -> Self:
         return self
@@ -890,6 +889,15 @@ class StoreSession:
             self.store._release(self._conn, self.key)  # noqa: SLF001
         finally:
             self.store.done(self.key)
+
+
+def _close_all(connections: list[sqlite3.Connection], lock: threading.Lock) -> None:
+    with lock:
+        closing = list(connections)
+        connections.clear()
+    for conn in closing:
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
 
 
 def _error_type(error: BaseException | None) -> str | None:
