@@ -9,19 +9,25 @@ from choreograph import (
     CallbackFailure,
     CallbackTimeout,
     ChoreographError,
+    CodecError,
     Context,
     Coordinator,
     ExecutionCanceled,
     JobFailed,
+    KeyBusy,
     NoDataBagInContext,
+    PoisonedRun,
     RunCancelled,
     RunResult,
     Skip,
     Step,
     StepDefinitionError,
     StepError,
+    StoredError,
+    StoreError,
     UnassignableInput,
     UnassignableOutput,
+    UnstorableOutput,
 )
 
 
@@ -287,3 +293,35 @@ def test_every_public_exception_is_a_choreograph_error():
     }
     assert set(EXCEPTIONS) <= exported
     assert all(issubclass(cls, ChoreographError) for cls in exported)
+
+
+@pytest.mark.parametrize(
+    ("error", "fields"),
+    [
+        (
+            StoreError("/data/runs.db", "corrupt"),
+            {"path": "/data/runs.db", "problem": "corrupt"},
+        ),
+        (PoisonedRun("k-1", 4), {"key": "k-1", "interruptions": 4}),
+        (KeyBusy("k-1", "host:12:ab"), {"key": "k-1", "owner": "host:12:ab"}),
+        (
+            UnstorableOutput("load", "job", "Socket", "not JSON"),
+            {"step": "load", "phase": "job", "type_name": "Socket", "problem": "not JSON"},
+        ),
+        (CodecError("bad tag"), {"problem": "bad tag"}),
+        (StoredError("app.Boom", "it broke"), {"type_name": "app.Boom", "message": "it broke"}),
+    ],
+)
+def test_durable_run_errors_survive_pickling_with_their_fields(error, fields):
+    """The durable-run errors keep their attributes, message and class through a pickle round trip."""
+    copy = roundtrip(error)
+    assert {name: getattr(copy, name) for name in fields} == fields
+    assert isinstance(copy, ChoreographError)
+
+
+def test_store_error_is_an_oserror_whose_args_are_its_fields():
+    """StoreError is an OSError, but OSError's errno/strerror reading of its arguments is undone."""
+    error = StoreError("/data/runs.db", "corrupt")
+    assert isinstance(error, OSError)
+    assert error.args == ("/data/runs.db", "corrupt")
+    assert error.errno is None
