@@ -4,10 +4,12 @@ from typing import Any
 
 from loguru import logger as _logger
 
-from ._bag import DataBag
-from ._codec import Codec, CodecError, JsonCodec, PickleCodec, StoredError
-from ._context import Context, get_data_bag
 from ._coordinator import Coordinator
+from ._core.bag import DataBag
+from ._core.context import Context, get_data_bag
+from ._core.result import Call, RunResult
+from ._core.retry import Retry, RetryPolicy, TenacityRetry
+from ._core.step import Step
 from ._errors import (
     CallbackFailure,
     CallbackTimeout,
@@ -26,10 +28,10 @@ from ._errors import (
     UnassignableOutput,
     UnstorableOutput,
 )
-from ._result import Call, RunResult
-from ._retry import Retry, RetryPolicy, TenacityRetry
-from ._step import Step
-from ._store import Event, RunInfo, SqliteStore
+from .durable.codec import Codec, CodecError, JsonCodec, PickleCodec, StoredError
+from .durable.memory import MemoryStore
+from .durable.protocol import Event, RunInfo
+from .durable.sqlite import SqliteStore
 
 __all__ = [
     "Call",
@@ -46,6 +48,7 @@ __all__ = [
     "JobFailed",
     "JsonCodec",
     "KeyBusy",
+    "MemoryStore",
     "NoDataBagInContext",
     "PickleCodec",
     "PoisonedRun",

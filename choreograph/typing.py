@@ -7,10 +7,12 @@ Type aliases and protocols for annotating code that uses choreograph.
 
 from collections.abc import Callable
 
-from ._codec import Codec
+from ._core.result import Outcome, RawCall
+from ._core.retry import RetryPolicy
 from ._errors import Phase
-from ._result import Outcome, RawCall
-from ._retry import RetryPolicy
+from .durable.codec import Codec
+from .durable.protocol import Begun, Ending, NewEvent, Status, Store, StoreSession
+from .executors.protocol import Executor, RunJob
 
 #: What `Step` accepts as a precheck, job or compensation: checked when the step is added.
 Callback = Callable[..., object]
@@ -18,4 +20,20 @@ Callback = Callable[..., object]
 #: `Coordinator(key=...)`: derives a durable run's idempotency key from its input.
 KeyFunction = Callable[[object], str | int]
 
-__all__ = ["Callback", "Codec", "KeyFunction", "Outcome", "Phase", "RawCall", "RetryPolicy"]
+__all__ = [
+    "Begun",
+    "Callback",
+    "Codec",
+    "Ending",
+    "Executor",
+    "KeyFunction",
+    "NewEvent",
+    "Outcome",
+    "Phase",
+    "RawCall",
+    "RetryPolicy",
+    "RunJob",
+    "Status",
+    "Store",
+    "StoreSession",
+]

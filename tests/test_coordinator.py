@@ -64,9 +64,9 @@ def test_steps_argument_is_validated_like_add_step():
 
 
 @pytest.mark.parametrize("given", [object(), "runs.db"], ids=["object", "path"])
-def test_store_must_be_a_sqlite_store(given: object):
-    """`Coordinator(store=...)` refuses anything but a SqliteStore (even a path) with TypeError naming the store."""
-    with pytest.raises(TypeError, match="store must be a SqliteStore"):
+def test_store_must_implement_the_store_protocol(given: object):
+    """`Coordinator(store=...)` refuses anything but a Store (even a path) with TypeError naming the protocol."""
+    with pytest.raises(TypeError, match=r"store must implement choreograph\.typing\.Store"):
         Coordinator(store=given)  # type: ignore[arg-type]
 
 

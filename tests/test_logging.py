@@ -105,7 +105,7 @@ def test_run_start_and_end(log_records):
 
 
 def test_failed_run_logs_its_end(log_records):
-    """A run stopped by a failed job still logs its end at INFO, with its run id, after the failure."""
+    """A run stopped by a failed job logs the failure at ERROR, then its end at WARNING, with its run id."""
 
     def boom() -> None:
         logger.info("inside the job")
@@ -116,9 +116,8 @@ def test_failed_run_logs_its_end(log_records):
     result = coordinator.run()
     assert not result.ok
     marker = [r["message"] for r in log_records].index("inside the job")
-    after = [r for r in choreograph_records(log_records[marker + 1 :]) if r["level"].name == "INFO"]
-    assert after
-    assert after[-1]["extra"].get("run_id") == result.run_id
+    after = [(r["level"].name, r["extra"].get("run_id")) for r in choreograph_records(log_records[marker + 1 :])]
+    assert after == [("ERROR", result.run_id), ("WARNING", result.run_id)]
 
 
 def test_skipped_step_and_failed_job(log_records):

@@ -130,13 +130,15 @@ def test_a_retry_of_the_wrong_kind_is_a_definition_error():
 
 
 def test_retries_are_logged_when_logging_is_on(log_records):
-    """With logging enabled, each retry is logged with step, phase and attempt in extra."""
-    job, _ = flaky(1)
-    Coordinator([Step("s", job, retry=Retry(attempts=2, initial=0, jitter=0))]).run()
+    """With logging enabled, each retry is logged as its attempt starts, with step, phase and attempt in extra."""
+    job, _ = flaky(2)
+    Coordinator([Step("s", job, retry=Retry(attempts=3, initial=0, jitter=0))]).run()
     retries = [r for r in log_records if "retrying" in r["message"]]
-    assert len(retries) == 1
-    assert retries[0]["extra"]["step"] == "s"
-    assert retries[0]["extra"]["attempt"] == 1
+    assert [(r["extra"]["step"], r["extra"]["phase"], r["extra"]["attempt"]) for r in retries] == [
+        ("s", "job", 2),
+        ("s", "job", 3),
+    ]
+    assert {r["level"].name for r in retries} == {"INFO"}
 
 
 def test_no_retry_waits_past_the_run_deadline():

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import TypeVar, overload
 
-from ._errors import MISSING
+from .._errors import MISSING
 
 T = TypeVar("T")
 
 
 #: A bag's names of its own, before it has any: shared, never written.
-NO_NAMES: dict[str, str] = {}
+_NO_NAMES: dict[str, str] = {}
 
 
 class DataBag:
@@ -40,12 +40,12 @@ class DataBag:
         # Display names by case-folded key: the coordinator's steps (shared,
         # never written here), then names first seen by `set_*_data`.
         self._known: Mapping[str, str] = _known or {}
-        self._names: dict[str, str] = NO_NAMES
+        self._names: dict[str, str] = _NO_NAMES
 
     def _put(self, table: dict[str, object], key: str, name: str, value: object) -> None:
         table[key] = value
         if key not in self._known:
-            if self._names is NO_NAMES:  # created at the first name of its own (most bags have none)
+            if self._names is _NO_NAMES:  # created at the first name of its own (most bags have none)
                 self._names = {}
             self._names.setdefault(key, name)
 
@@ -178,3 +178,28 @@ class DataBag:
     def __setstate__(self, state: tuple[dict[str, object], dict[str, object], dict[str, str]]) -> None:
         self._job, self._precheck, self._names = state
         self._known = {}
+
+
+_new_bag = DataBag.__new__
+
+
+def run_bag(known: Mapping[str, str]) -> tuple[DataBag, dict[str, object], dict[str, object]]:
+    """
+    Make a run's bag, and return it with its precheck and job tables.
+
+    This module's internal interface for the run loop: it writes outputs
+    straight into the tables (one dictionary store per output, the same
+    operation as `DataBag.set_job_data` minus a call and a ``casefold``, as
+    keys are folded once per plan), and a run makes its bag without
+    ``__init__``'s argument handling.
+
+    >>> bag, precheck, job = run_bag({"load": "Load"})
+    >>> job["load"] = 1
+    >>> bag.get_job_data("LOAD"), list(bag)
+    (1, ['Load'])
+    """
+    bag = _new_bag(DataBag)
+    precheck: dict[str, object] = {}
+    job: dict[str, object] = {}
+    bag._job, bag._precheck, bag._known, bag._names = job, precheck, known, _NO_NAMES  # noqa: SLF001 - its own class
+    return bag, precheck, job

@@ -8,8 +8,8 @@ from typing import Any, Final, Generic, Literal, NoReturn, Protocol, TypeVar
 
 from returns.result import Failure, Result, Success
 
-from ._bag import DataBag
-from ._errors import ChoreographError, Phase, StepError
+from .._errors import ChoreographError, Phase, StepError
+from .bag import DataBag
 
 InputT_co = TypeVar("InputT_co", covariant=True)
 
@@ -51,20 +51,22 @@ class FinishedRun(Protocol):
     """What a `RunResult` reads from the run it describes."""
 
     @property
-    def _input(self) -> Any: ...
+    def input(self) -> Any: ...
     @property
-    def _errors(self) -> Sequence[StepError]: ...
+    def errors(self) -> Sequence[StepError]: ...
     @property
-    def _fatal(self) -> ChoreographError | None: ...
+    def fatal(self) -> ChoreographError | None: ...
     @property
-    def _bag(self) -> DataBag: ...
+    def bag(self) -> DataBag: ...
     @property
-    def _run_id(self) -> int: ...
+    def run_id(self) -> int: ...
     @property
-    def _key(self) -> str | None: ...
+    def key(self) -> str | None: ...
     @property
-    def _compensation_errors(self) -> Sequence[StepError]: ...
-    def _raw_calls(self) -> tuple[RawCall, ...]: ...
+    def compensation_errors(self) -> Sequence[StepError]: ...
+    def raw_calls(self) -> tuple[RawCall, ...]:
+        """The trace, as the run loop records it."""
+        ...
 
 
 class Finished:
@@ -81,11 +83,12 @@ class Finished:
         compensation_errors: tuple[StepError, ...],
         calls: tuple[RawCall, ...],
     ) -> None:
-        self._input, self._errors, self._fatal, self._bag = input, list(errors), fatal, bag
-        self._run_id, self._key, self._compensation_errors, self._calls = run_id, key, compensation_errors, calls
+        self.input, self.errors, self.fatal, self.bag = input, errors, fatal, bag
+        self.run_id, self.key, self.compensation_errors, self.calls = run_id, key, compensation_errors, calls
 
-    def _raw_calls(self) -> tuple[RawCall, ...]:
-        return self._calls
+    def raw_calls(self) -> tuple[RawCall, ...]:
+        """The trace."""
+        return self.calls
 
 
 def _unpickle(*fields: Any) -> RunResult[Any]:
@@ -116,44 +119,44 @@ class RunResult(Generic[InputT_co]):
     @property
     def input(self) -> InputT_co:
         """The run's input."""
-        return self._run._input  # type: ignore[no-any-return]  # noqa: SLF001
+        return self._run.input  # type: ignore[no-any-return]
 
     @property
     def errors(self) -> tuple[StepError, ...]:
         """The error stack, oldest first (compensation errors excluded)."""
-        return tuple(self._run._errors)  # noqa: SLF001
+        return tuple(self._run.errors)
 
     @property
     def fatal(self) -> ChoreographError | None:
         """Why the run stopped early, or ``None``."""
-        return self._run._fatal  # noqa: SLF001
+        return self._run.fatal
 
     @property
     def ok(self) -> bool:
         """Whether the run went through without a fatal error."""
-        return self._run._fatal is None  # noqa: SLF001
+        return self._run.fatal is None
 
     @property
     def data_bag(self) -> DataBag:
         """The outputs of the run's callbacks."""
-        return self._run._bag  # noqa: SLF001
+        return self._run.bag
 
     @property
     def run_id(self) -> int:
         """Identifies the run within the process."""
-        return self._run._run_id  # noqa: SLF001
+        return self._run.run_id
 
     @property
     def key(self) -> str | None:
         """The idempotency key of a durable run, else ``None``."""
-        return self._run._key  # noqa: SLF001
+        return self._run.key
 
     @property
     def trace(self) -> tuple[Call, ...]:
         """Every callback the run considered, in order (see `Call`)."""
         return tuple(
             Call(step=s, phase=p, outcome=o, seconds=t, attempts=a, restored=r)
-            for s, p, o, t, a, r in self._run._raw_calls()  # noqa: SLF001
+            for s, p, o, t, a, r in self._run.raw_calls()
         )
 
     @property
@@ -164,7 +167,7 @@ class RunResult(Generic[InputT_co]):
     @property
     def compensation_errors(self) -> tuple[StepError, ...]:
         """The errors of the compensations that failed, in the order they ran."""
-        return tuple(self._run._compensation_errors)  # noqa: SLF001
+        return tuple(self._run.compensation_errors)
 
     def raise_for_fatal(self) -> RunResult[InputT_co]:
         """
@@ -172,7 +175,7 @@ class RunResult(Generic[InputT_co]):
 
         .. versionadded:: 0.1.0
         """
-        fatal = self._run._fatal  # noqa: SLF001
+        fatal = self._run.fatal
         if fatal is not None:
             raise fatal
         return self
@@ -183,28 +186,28 @@ class RunResult(Generic[InputT_co]):
 
         .. versionadded:: 0.1.0
         """
-        fatal = self._run._fatal  # noqa: SLF001
+        fatal = self._run.fatal
         if fatal is None:
-            return Success(self._run._bag)  # noqa: SLF001
+            return Success(self._run.bag)
         return Failure(fatal)
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         run = self._run
         fields = (
-            run._input,  # noqa: SLF001
-            tuple(run._errors),  # noqa: SLF001
-            run._fatal,  # noqa: SLF001
-            run._bag,  # noqa: SLF001
-            run._run_id,  # noqa: SLF001
-            run._key,  # noqa: SLF001
-            tuple(run._compensation_errors),  # noqa: SLF001
-            run._raw_calls(),  # noqa: SLF001
+            run.input,
+            tuple(run.errors),
+            run.fatal,
+            run.bag,
+            run.run_id,
+            run.key,
+            tuple(run.compensation_errors),
+            run.raw_calls(),
         )
         return (_unpickle, fields)
 
     def __repr__(self) -> str:
         status = "ok" if self.ok else f"fatal={self.fatal!r}"
-        return f"<RunResult run_id={self.run_id} {status} errors={len(self._run._errors)}>"  # noqa: SLF001
+        return f"<RunResult run_id={self.run_id} {status} errors={len(self._run.errors)}>"
 
 
 #: Make a RunResult without its ``__init__`` (``new_result(RunResult)``), then

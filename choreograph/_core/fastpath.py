@@ -14,13 +14,13 @@ The fast path decides nothing but success. At the first callback it does not
 handle (an ``async def`` callback, one with a timeout) it stops *before*
 calling it; at the first callback that raises, returns a ``returns`` container
 or an output its fast check refuses, it stops *after* calling it and leaves the
-result in ``run._pending``. Either way it returns that callback's index, and
-`choreograph._engine.hand_over` continues the run from there with the general
+result in ``run.pending``. Either way it returns that callback's index, and
+`choreograph._core.loop.hand_over` continues the run from there with the general
 loop, which decides every outcome. It returns ``-1`` when every callback
 succeeded.
 
 The fast path does not set the context's step and phase: while a run is on
-it, they are read off the timestamps taken so far (see `choreograph._engine.Run`).
+it, they are read off the timestamps taken so far (see `choreograph._core.state.RunState.fast_label`).
 
 Plain-class input checks are made once per run and class, at the first
 callback that needs them: the input is the same object throughout the run,
@@ -35,11 +35,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from ._step import CONTAINERS, Callback
+from .callbacks import CONTAINERS, Callback
 
-#: (run, input, precheck table, job table, stamps) -> index where it stopped, or -1.
+#: (context, run, input, precheck table, job table, stamps) -> index where it stopped, or -1.
 #: ``stamps[0]`` is set by the caller; callback ``i`` sets ``stamps[i + 1]`` (``perf_counter_ns``).
-FastPath = Callable[[object, object, dict[str, object], dict[str, object], list[int]], int]
+FastPath = Callable[[object, object, object, dict[str, object], dict[str, object], list[int]], int]
 
 
 class _Entry(Protocol):
@@ -59,11 +59,11 @@ def build_fast_path(entries: Sequence[_Entry]) -> FastPath:
     """
     Generate the fast path of a plan (see the module's docstring).
 
-    >>> build_fast_path([])(None, None, {}, {}, [0])
+    >>> build_fast_path([])(None, None, None, {}, {}, [0])
     -1
     """
     namespace: dict[str, object] = {"CONTAINERS": CONTAINERS, "clock": time.perf_counter_ns, "isinstance": isinstance}
-    lines = ["def fast_path(run, value, pt, jt, stamps):"]
+    lines = ["def fast_path(ctx, run, value, pt, jt, stamps):"]
     checked: set[type] = set()
     for index, entry in enumerate(entries):
         cb = entry.callback
@@ -79,12 +79,12 @@ def build_fast_path(entries: Sequence[_Entry]) -> FastPath:
             namespace[f"I{index}"] = cb.check_input
             lines.append(f"    if not I{index}(value): return {index}")
         namespace[f"F{index}"] = cb.fn
-        args = ", ".join(name for name, takes in (("run", cb.takes_context), ("value", cb.takes_input)) if takes)
+        args = ", ".join(name for name, takes in (("ctx", cb.takes_context), ("value", cb.takes_input)) if takes)
         lines += [
             "    try:",
             f"        out = F{index}({args})",
             "    except Exception as exc:",
-            "        run._pending = (None, exc)",
+            "        run.pending = (None, exc)",
             f"        return {index}",
         ]
         if cb.has_output and cb.output_class is not None:
@@ -96,7 +96,7 @@ def build_fast_path(entries: Sequence[_Entry]) -> FastPath:
             test = f"not O{index}(out)"
         else:
             test = "out.__class__ in CONTAINERS"
-        lines += [f"    if {test}:", "        run._pending = (out, None)", f"        return {index}"]
+        lines += [f"    if {test}:", "        run.pending = (out, None)", f"        return {index}"]
         if cb.has_output:
             lines.append(f"    {'jt' if cb.is_job else 'pt'}[{entry.step.key!r}] = out")
         lines.append(f"    stamps[{index + 1}] = clock()")

@@ -1,4 +1,4 @@
-"""Steps, and the one-time inspection of their callbacks."""
+"""The one-time inspection of a step's callbacks: how to call each, and how to check its input and output."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import inspect
 import math
 import typing
 from collections.abc import Callable
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import dataclass
 from types import NoneType
 from typing import Any, Final, ForwardRef, Literal, Protocol, get_args, get_origin
 
@@ -18,9 +18,9 @@ from returns.io import IOFailure, IOResult, IOSuccess
 from returns.result import Failure, Result, Success
 from returns.unsafe import unsafe_perform_io
 
-from ._context import Context
-from ._errors import CallbackFailure, StepDefinitionError, UnassignableOutput
-from ._retry import RetryPolicy
+from .._errors import CallbackFailure, StepDefinitionError, UnassignableOutput
+from .context import Context
+from .retry import RetryPolicy
 
 Role = Literal["precheck", "job", "compensate"]
 
@@ -34,43 +34,6 @@ _POSITIONAL: Final = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSIT
 
 class _Checker(Protocol):
     def __call__(self, value: object, /) -> bool: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """
-    One step of a flow: an optional precheck, then a job.
-
-    Nothing is checked here: `Coordinator.add_step` inspects the callbacks and
-    raises `StepDefinitionError` for bad ones.
-
-    Args:
-        name: Unique within a coordinator, ignoring case.
-        job: The work. Its error stops the run.
-        precheck: Decides whether the job runs. Its error skips the job;
-            `ExecutionCanceled` stops the run; `Skip` skips the job quietly.
-        retry: Retry the job and the compensation (and, with
-            ``Retry(prechecks=True)``, the precheck) on failure: a `Retry`, or
-            a tenacity ``Retrying`` wrapped in `TenacityRetry` (a bare one is
-            accepted at run time too).
-        compensate: Undoes the job when the run stops with a fatal error after
-            this step's job succeeded; compensations run in reverse order.
-        compensate_failed: Also compensate this step when its own job fails.
-        timeout: Seconds each callback of this step may take. An ``async def``
-            callback is cancelled at the limit; a plain one is never
-            interrupted, but fails with `CallbackTimeout` if it overran.
-
-    .. versionadded:: 0.1.0
-    """
-
-    name: str
-    job: Callable[..., object]
-    precheck: Callable[..., object] | None = None
-    _: KW_ONLY
-    retry: RetryPolicy | None = None
-    compensate: Callable[..., object] | None = None
-    compensate_failed: bool = False
-    timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

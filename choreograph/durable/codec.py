@@ -29,7 +29,7 @@ from decimal import Decimal
 from pathlib import PurePath, PurePosixPath, PureWindowsPath
 from typing import Any, Final, Protocol, runtime_checkable
 
-from ._errors import ChoreographError
+from .._errors import ChoreographError
 
 _SCALARS: Final = (str, int, float, bool, type(None))
 

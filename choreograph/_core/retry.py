@@ -7,7 +7,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from ._errors import ExecutionCanceled, Skip, StepDefinitionError, UnassignableInput, UnassignableOutput
+from .._errors import ExecutionCanceled, Skip, StepDefinitionError, UnassignableInput, UnassignableOutput
 
 #: Errors that are decisions or bugs, never transient: they are never retried.
 NEVER_RETRIED = (ExecutionCanceled, Skip, StepDefinitionError, UnassignableInput, UnassignableOutput)

@@ -1,0 +1,172 @@
+"""
+The context a callback sees: a view over its run's state plus the callback it is given to.
+
+A run's state is one object (see `choreograph._core.state`); a `Context` is
+made per run for a sequence of callbacks, and would be made per branch where
+callbacks run side by side, so that ``ctx.step`` and ``ctx.attempt`` are
+always those of the callback reading them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+from loguru import logger as _logger
+
+from .._errors import ChoreographError, NoDataBagInContext, Phase, StepError
+from .bag import DataBag
+
+if TYPE_CHECKING:  # pragma: no cover - loguru's `Logger` exists only in its stubs, so it
+    # cannot be imported at run time; nothing here is checked by beartype.
+    from loguru import Logger
+
+InputT = TypeVar("InputT")
+
+
+class RunView(Protocol):
+    """What a `Context` reads from its run's state."""
+
+    input: Any
+    values: Mapping[str, object]
+    bag: DataBag
+    errors: list[StepError]
+    run_id: int
+    key: str | None
+    fatal: ChoreographError | None
+
+    def fast_label(self) -> tuple[str, Phase]:
+        """The step and phase of the callback running on the fast path."""
+        ...
+
+
+#: The state of the run whose callback is running, in this thread or task.
+current: ContextVar[RunView] = ContextVar("choreograph_run")
+
+_new_context = object.__new__
+
+
+class Context(Generic[InputT]):
+    """
+    What a callback knows about its run: take it as the first parameter.
+
+    A parameter annotated ``Context`` (or ``Context[Rec]``), or an unannotated
+    one named ``ctx`` or ``context``, receives it. Its attributes are
+    read-only. ``step``, ``phase`` and ``attempt`` are those of the callback
+    that reads them.
+
+    .. versionadded:: 0.1.0
+    """
+
+    # Set per run by `context_for`; the others have class-level defaults, so
+    # that a run sets only what it uses (a run costs microseconds).
+    _run: RunView
+    _step: str | None = None  # None: the run is on its fast path, which doesn't say (see `step`)
+    _phase: Phase = "job"
+    _attempt = 1
+    _logger: Logger | None = None
+    _logger_step = ""
+
+    def __init__(self) -> None:
+        msg = "a Context is made by the coordinator for each run; run the flow to get one"
+        raise TypeError(msg)
+
+    @property
+    def input(self) -> InputT:
+        """The run's input."""
+        return self._run.input  # type: ignore[no-any-return]
+
+    @property
+    def values(self) -> Mapping[str, object]:
+        """A read-only snapshot of the ``values=`` passed to the run."""
+        return self._run.values
+
+    @property
+    def data_bag(self) -> DataBag:
+        """The run's DataBag."""
+        return self._run.bag
+
+    @property
+    def errors(self) -> tuple[StepError, ...]:
+        """The run's error stack so far, oldest first."""
+        return tuple(self._run.errors)
+
+    @property
+    def step(self) -> str:
+        """The name of the step whose callback is running."""
+        step = self._step
+        return self._run.fast_label()[0] if step is None else step
+
+    @property
+    def phase(self) -> Phase:
+        """Which callback of the step is running: precheck, job or compensate."""
+        return self._run.fast_label()[1] if self._step is None else self._phase
+
+    @property
+    def attempt(self) -> int:
+        """The attempt number of the running callback, from 1 (see retries)."""
+        return self._attempt
+
+    @property
+    def fatal(self) -> ChoreographError | None:
+        """The run's fatal error while compensations run; else ``None``."""
+        return self._run.fatal
+
+    @property
+    def run_id(self) -> int:
+        """An identifier of this run, unique within the process."""
+        return self._run.run_id
+
+    @property
+    def key(self) -> str | None:
+        """The run's idempotency key (durable runs), else ``None``."""
+        return self._run.key
+
+    @property
+    def logger(self) -> Logger:
+        """A loguru logger bound with ``run_id`` and ``step``."""
+        step = self.step
+        bound = self._logger
+        if bound is None or self._logger_step != step:
+            bound = _logger.bind(run_id=self._run.run_id, step=step)
+            self._logger, self._logger_step = bound, step
+        return bound
+
+    def __repr__(self) -> str:
+        return f"<Context run_id={self._run.run_id} step={self.step!r} phase={self.phase}>"
+
+
+def context_for(run: RunView) -> Context[Any]:
+    """
+    Make the context of a run's callbacks.
+
+    The internal interface of this module for the run loop, with `point_to`:
+    the context has no public constructor.
+    """
+    ctx: Context[Any] = _new_context(Context)
+    ctx._run = run  # noqa: SLF001 - this module's own class
+    return ctx
+
+
+def point_to(ctx: Context[Any], step: str, phase: Phase, attempt: int = 1) -> None:
+    """Make *ctx* the context of this callback of the run (see `context_for`)."""
+    ctx._step, ctx._phase, ctx._attempt = step, phase, attempt  # noqa: SLF001 - this module's own class
+
+
+def get_data_bag() -> DataBag:
+    """
+    Return the DataBag of the run whose callback is calling.
+
+    Works in plain and ``async def`` callbacks, in whatever thread or task runs
+    the callback.
+
+    Raises:
+        NoDataBagInContext: Called outside a run.
+
+    .. versionadded:: 0.1.0
+    """
+    try:
+        return current.get().bag
+    except LookupError:
+        raise NoDataBagInContext from None

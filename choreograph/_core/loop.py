@@ -1,0 +1,191 @@
+"""
+The run loop: walk the plan's callbacks, restore stored steps, compensate after a fatal error.
+
+`execute` is a generator served by a driver (see `choreograph._core.drivers`).
+A run usually starts on its plan's fast path (see `choreograph._core.fastpath`),
+which handles only callbacks that succeed; at the first callback that does
+anything else, `hand_over` continues the run here, where every outcome is
+decided: `attempt.call` calls the callback, `outcome.decide` says what its
+result means, and `record.finished` records it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+from typing import Any, Final
+
+from .._errors import MISSING, RunCancelled, Skip, StepError, UnassignableInput
+from . import record
+from .attempt import Called, call
+from .callbacks import type_name
+from .context import Context, context_for
+from .outcome import Verdict, decide, fatal_error
+from .plan import Entry, StepNode
+from .state import NOTHING, Restored, RunState, stamped
+
+_clock: Final = time.perf_counter
+_monotonic: Final = time.monotonic
+
+#: What `execute` yields and is sent: see `choreograph._core.drivers`.
+Loop = Generator[object, object, None]
+
+
+def context_of(run: RunState) -> Context[Any] | None:
+    """The context the run's callbacks get: ``None`` when none of them takes one."""
+    return context_for(run) if run.plan.takes_context else None
+
+
+def hand_over(run: RunState, ctx: Context[Any] | None, index: int) -> Loop:
+    """Continue, with the full loop, a run that the fast path stopped at callback *index*."""
+    plan = run.plan
+    stamps = run.stamps or [time.perf_counter_ns()]
+    run.calls = stamped(plan.labels, stamps, index)
+    run.completed = [e.step for e in plan.entries[:index] if e.callback.is_job]
+    pending = run.pending
+    return execute(run, ctx, index, None if pending is None else (pending, stamps[index] / 1e9))
+
+
+def execute(
+    run: RunState,
+    ctx: Context[Any] | None,
+    start: int = 0,
+    pending: tuple[tuple[object, BaseException | None], float] | None = None,
+) -> Loop:
+    """Run the plan from callback *start*; compensate if the run failed."""
+    if run.calls is None:
+        run.calls = []
+    if run.rollback:  # a rollback interrupted earlier: finish it, don't go forward
+        yield from compensate(run, ctx)
+        return
+    if start == 0:
+        run.completed = []
+    yield from forward(run, ctx, start, pending)
+    fatal = run.fatal
+    if fatal is not None and run.plan.compensates and any(st.compensate for st in run.completed):
+        if run.recorder is not None:
+            run.recorder.rolling_back(fatal)
+        yield from compensate(run, ctx)
+
+
+def forward(
+    run: RunState,
+    ctx: Context[Any] | None,
+    start: int,
+    pending: tuple[tuple[object, BaseException | None], float] | None,
+) -> Loop:
+    """
+    Run the callbacks in order from *start* until one stops the run.
+
+    *pending* is the first callback's result when the fast path already called
+    it: ``((output, error), started)``.
+    """
+    entries = run.plan.entries
+    restored = run.restored
+    index = start
+    while index < len(entries):
+        entry = entries[index]
+        st = entry.step
+        if entry.first and pending is None and restored is not None and st.key in restored:
+            restore(run, st, restored[st.key])
+            index = entry.next_step
+            continue
+        if pending is None:
+            refused = refuse(run, entry)
+            if refused:
+                return
+            started, first = _clock(), None
+        else:
+            first, started = pending
+            pending = None
+        cb = entry.callback
+        base = 0 if run.attempt_base is None else run.attempt_base.get((st.key, cb.role), 0)
+        called = yield from call(run, ctx, cb, st.name, started, base, first)
+        verdict = conclude(run, entry, called, _clock() - started)
+        if verdict is Verdict.GO_ON:
+            index += 1
+        elif verdict is Verdict.SKIP_JOB:
+            index = entry.next_step
+        else:
+            return
+
+
+def refuse(run: RunState, entry: Entry) -> bool:
+    """Stop the run before a callback if its timeout expired or the input doesn't fit the callback."""
+    st, cb = entry.step, entry.callback
+    if run.deadline is not None and _monotonic() >= run.deadline:
+        run.fatal = RunCancelled(run.timeout or 0.0, st.name)
+        return True
+    if cb.check_input is not None and not cb.check_input(run.input):
+        run.fatal = error = UnassignableInput(st.name, cb.role, cb.input_hint, type_name(run.input))
+        record.finished(run, st.name, cb.role, "failed", 0, 0.0, error)
+        return True
+    return False
+
+
+def conclude(run: RunState, entry: Entry, called: Called, seconds: float) -> Verdict:
+    """Apply a callback's outcome to the run: DataBag, error stack, fatal error; record it."""
+    st, cb = entry.step, entry.callback
+    name, role = st.name, cb.role
+    if called.expired:
+        run.fatal = fatal = RunCancelled(run.timeout or 0.0, name)
+        record.finished(run, name, role, "canceled", called.attempts, seconds, fatal)
+        return Verdict.STOP
+    err = called.error
+    outcome, verdict = decide(role, err)
+    stored: object = MISSING  # what went into the DataBag
+    if err is None:
+        if cb.has_output:
+            (run.job_data if cb.is_job else run.precheck_data)[st.key] = stored = called.output
+    elif isinstance(err, Skip) and err.has_output and not cb.is_job:
+        unstorable = None if run.recorder is None else run.recorder.check_output(name, role, err.output)
+        if unstorable is None:
+            run.precheck_data[st.key] = stored = err.output
+        else:
+            err = unstorable
+    record.finished(run, name, role, outcome, called.attempts, seconds, err, stored)
+    if err is None:
+        if cb.is_job:
+            run.completed.append(st)
+        return verdict
+    run.errors.append(StepError(name, role, err))
+    if verdict is Verdict.STOP:
+        run.fatal = fatal_error(name, role, err)
+        if cb.is_job and st.compensate_failed:
+            run.completed.append(st)
+    else:
+        record.finished(run, name, "job", "skipped", 0, 0.0)
+    return verdict
+
+
+def restore(run: RunState, st: StepNode, restored: Restored) -> None:
+    """Put a step's stored outcome back into the run, instead of running it."""
+    if restored.precheck_output is not NOTHING:
+        run.precheck_data[st.key] = restored.precheck_output
+    if restored.job_output is not NOTHING:
+        run.job_data[st.key] = restored.job_output
+    run.errors.extend(restored.errors)
+    run.calls.extend(restored.calls)  # type: ignore[union-attr]  # execute made the list
+    if restored.job_ok:
+        run.completed.append(st)
+
+
+def compensate(run: RunState, ctx: Context[Any] | None) -> Loop:
+    """Undo the completed steps in reverse order; a failure does not stop the others."""
+    run.compensation_errors = errors = []
+    run.deadline = None  # a rollback is not cut short by the run's timeout
+    for st in reversed(run.completed):
+        cb = st.compensate
+        if cb is None or st.key in run.compensated:
+            continue
+        name = st.name
+        started = _clock()
+        if cb.check_input is not None and not cb.check_input(run.input):
+            called = Called(None, UnassignableInput(name, "compensate", cb.input_hint, type_name(run.input)), 0)
+        else:
+            base = 0 if run.attempt_base is None else run.attempt_base.get((st.key, "compensate"), 0)
+            called = yield from call(run, ctx, cb, name, started, base)
+        outcome, _ = decide("compensate", called.error)
+        record.finished(run, name, "compensate", outcome, called.attempts, _clock() - started, called.error)
+        if called.error is not None:
+            errors.append(StepError(name, "compensate", called.error))

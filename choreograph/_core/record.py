@@ -1,0 +1,73 @@
+"""
+The one place where what a run does is recorded: its trace, its store's recorder, and its events.
+
+The run loop calls `finished` once per callback whose outcome it decided, and
+`started` before each attempt; the run's set-up and finish call `run_started`
+and `run_finished`. Nothing else writes a trace entry or sends an event.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .._errors import MISSING, Phase
+from ..events import CallbackFinished, CallbackStarted, Emitted, RunFinished, RunStarted
+from .result import Outcome, RunResult
+from .state import RunState
+
+
+def run_started(run: RunState) -> None:
+    """The run starts (only called when someone listens)."""
+    if run.emit is not None:
+        run.emit(RunStarted(run_id=run.run_id, key=run.key, input=run.input, at=time.time()))
+
+
+def started(run: RunState, step: str, phase: Phase, attempt: int) -> None:
+    """An attempt of a callback starts."""
+    if run.emit is not None:
+        run.emit(CallbackStarted(run_id=run.run_id, step=step, phase=phase, attempt=attempt))
+
+
+def finished(
+    run: RunState,
+    step: str,
+    phase: Phase,
+    outcome: Outcome,
+    attempts: int,
+    seconds: float,
+    error: BaseException | None = None,
+    output: object = MISSING,
+) -> None:
+    """
+    A callback's outcome was decided: trace it, record it in the store, tell the listeners.
+
+    *output* is what went into the DataBag, or `MISSING`.
+    """
+    run.calls.append((step, phase, outcome, seconds, attempts, False))  # type: ignore[union-attr]  # the loop made it
+    if run.recorder is not None:
+        run.recorder.record(step, phase, outcome, output, error, attempts, seconds)
+    if run.emit is not None:
+        run.emit(
+            CallbackFinished(
+                run_id=run.run_id,
+                step=step,
+                phase=phase,
+                outcome=outcome,
+                attempt=attempts,
+                seconds=seconds,
+                error=error,
+            )
+        )
+
+
+def emitted(run: RunState, step: str, kind: str, payload: object) -> None:
+    """A callback emitted something."""
+    if run.emit is not None:
+        run.emit(Emitted(run_id=run.run_id, step=step, kind=kind, payload=payload))
+
+
+def run_finished(run: RunState, result: RunResult[Any]) -> None:
+    """The run finished, compensations included."""
+    if run.emit is not None:
+        run.emit(RunFinished(run_id=run.run_id, key=run.key, result=result))

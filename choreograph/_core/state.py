@@ -1,0 +1,169 @@
+"""
+One run's state: what its callbacks have done so far, and what the run loop needs to go on.
+
+`RunState` is this package's internal interface between the modules that run
+a flow: the loop and the fast path write it, `RunResult` and `Context` are
+read-only views over it, and the durable runner sets it up for a resumed run.
+Its attributes are plain and public to those modules. Rarely used ones have
+class-level defaults, so that a run sets only what it uses.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Final, Protocol
+
+from .._errors import ChoreographError, Phase, StepError
+from ..events import RunEvent
+from .bag import run_bag
+from .plan import Plan, StepNode
+from .result import Outcome, RawCall
+
+_EMPTY: Final[Mapping[str, object]] = MappingProxyType({})
+
+
+class Recorder(Protocol):
+    """Receives each callback's outcome once decided, before the next callback starts: the store's seam."""
+
+    def check_output(self, step: str, phase: Phase, value: object) -> Exception | None:
+        """Return an error if *value* cannot be recorded (it then fails the callback)."""
+        ...
+
+    def record(
+        self,
+        step: str,
+        phase: Phase,
+        outcome: Outcome,
+        output: object,
+        error: BaseException | None,
+        attempts: int,
+        seconds: float,
+    ) -> None:
+        """Record one callback's outcome; *output* is what went into the DataBag, or `MISSING`."""
+        ...
+
+    def rolling_back(self, fatal: ChoreographError) -> None:
+        """The run failed with *fatal*: compensations start now."""
+        ...
+
+    def finished(self, run: RunState) -> None:
+        """The run ended (compensations included): record how."""
+        ...
+
+    def interrupted(self) -> None:
+        """The run was interrupted (a `BaseException` went through it): it will be resumed."""
+        ...
+
+
+class Restored(Protocol):
+    """A step's outcome restored from a store (see durable runs)."""
+
+    calls: tuple[RawCall, ...]
+    precheck_output: object
+    job_output: object
+    errors: tuple[StepError, ...]
+    job_ok: bool
+
+
+class _Nothing:
+    """No output was stored."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NOTHING"
+
+
+#: `Restored.precheck_output` and `job_output` when the step stored none.
+NOTHING: Final = _Nothing()
+
+
+class RunState:
+    """
+    One run: its input and outputs, its errors and trace, and how it is run.
+
+    Attributes:
+        plan: What it runs.
+        input, values, bag, run_id: As the context shows them.
+        precheck_data, job_data: The bag's tables, written by the loop (see `run_bag`).
+        errors: The error stack.
+        fatal: Why the run stopped, once it did.
+        key: A durable run's key.
+        calls: The trace; ``None`` while every call so far is in `stamps`.
+        stamps: The fast path's timestamps (``perf_counter_ns``), one per callback it ran.
+        pending: The fast path's ``(output, error)`` of the callback it stopped after.
+        deadline: ``time.monotonic()`` at which the run's timeout expires.
+        timeout: The run's timeout, in seconds.
+        recorder: Where each outcome is recorded (a durable run's store).
+        emit: Where the run's events go (listeners, logging), if anywhere.
+        restored: Steps restored from a store instead of run, by case-folded name.
+        compensated: Case-folded names of steps already compensated (a resumed rollback).
+        attempt_base: Attempts made by earlier sessions, by (case-folded step, phase).
+        rollback: Resume an interrupted rollback instead of running forward.
+        compensation_errors: Errors of the compensations that failed.
+        completed: Steps whose job completed (to compensate), in order.
+    """
+
+    calls: list[RawCall] | None = None
+    stamps: list[int] | None = None
+    pending: tuple[object, BaseException | None] | None = None
+    key: str | None = None
+    fatal: ChoreographError | None = None
+    deadline: float | None = None
+    timeout: float | None = None
+    recorder: Recorder | None = None
+    emit: Callable[[RunEvent], None] | None = None
+    restored: Mapping[str, Restored] | None = None
+    compensated: frozenset[str] = frozenset()
+    attempt_base: Mapping[tuple[str, Phase], int] | None = None
+    rollback = False
+    compensation_errors: list[StepError] | tuple[StepError, ...] = ()
+    completed: list[StepNode] = []  # noqa: RUF012 - replaced, never mutated, before a run appends to it
+    values: Mapping[str, object] = _EMPTY
+
+    def __init__(self, plan: Plan, input: object, values: Mapping[str, object] | None, run_id: int) -> None:  # noqa: A002
+        self.plan = plan
+        self.input = input
+        if values is not None:
+            self.values = values
+        self.bag, self.precheck_data, self.job_data = run_bag(plan.names)
+        self.errors: list[StepError] = []
+        self.run_id = run_id
+
+    def fast_label(self) -> tuple[str, Phase]:
+        """The step and phase of the callback running on the fast path: the one after the last timestamp."""
+        stamps = self.stamps or [0]
+        labels = self.plan.labels
+        done = stamps.index(0, 1) - 1 if 0 in stamps[1:] else len(labels) - 1
+        return labels[done] if labels else ("", "job")
+
+    def raw_calls(self) -> tuple[RawCall, ...]:
+        """The trace, whether the fast path or the loop recorded it."""
+        if self.calls is not None:
+            return tuple(self.calls)
+        return tuple(stamped(self.plan.labels, self.stamps or [0]))
+
+
+def stamped(labels: tuple[tuple[str, Phase], ...], stamps: list[int], count: int | None = None) -> list[RawCall]:
+    """
+    Trace entries of the first *count* callbacks, that the fast path ran: all ok, first attempt.
+
+    >>> stamped((("a", "job"), ("b", "job")), [0, 1_000_000_000, 3_000_000_000], 1)
+    [('a', 'job', 'ok', 1.0, 1, False)]
+    """
+    return [
+        (step, phase, "ok", (stamps[index + 1] - stamps[index]) / 1e9, 1, False)
+        for index, (step, phase) in enumerate(labels[: len(labels) if count is None else count])
+    ]
+
+
+#: Monotonic clock of the deadlines.
+monotonic: Final = time.monotonic
+
+
+def set_deadline(run: RunState, timeout: float) -> None:
+    """Start the run's timeout now."""
+    run.timeout = timeout
+    run.deadline = monotonic() + timeout

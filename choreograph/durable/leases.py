@@ -1,0 +1,78 @@
+"""
+Lease holders: their names, whether one is still alive, and which keys this process is running.
+
+A holder is named ``host:pid:random``. A lease whose holder is a dead process
+of this machine can be taken over at once; on other machines only its expiry
+tells (see `Store.lease`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+import weakref
+from typing import Final
+
+HOST: Final = socket.gethostname()
+
+
+def new_owner() -> str:
+    """
+    A fresh holder name for a store object of this process.
+
+    >>> new_owner().count(":")
+    2
+    """
+    return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def is_alive(holder: str, me: str) -> bool:
+    """
+    Whether *holder* may still be running (checked only on this machine): never *me* itself.
+
+    >>> is_alive("elsewhere:1:abcd", "here:2:ef01"), is_alive("here:2:ef01", "here:2:ef01")
+    (True, False)
+    """
+    host, _, rest = holder.partition(":")
+    pid_text, _, _ = rest.partition(":")
+    if host != HOST or holder == me or not pid_text.isdigit():
+        return holder != me
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True  # another store object of this process: trust its lease
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class ActiveKeys:
+    """
+    The keys each store object is running now, in any thread of this process.
+
+    A store's lease can't tell two threads of one holder apart; this can: a
+    second thread of the same store waits as for another process.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keys: weakref.WeakKeyDictionary[object, set[str]] = weakref.WeakKeyDictionary()
+
+    def claim(self, store: object, key: str) -> bool:
+        """Mark *key* as run through *store*; False if it already is."""
+        with self._lock:
+            keys = self._keys.setdefault(store, set())
+            if key in keys:
+                return False
+            keys.add(key)
+            return True
+
+    def release(self, store: object, key: str) -> None:
+        """*key* is no longer run through *store*."""
+        with self._lock:
+            self._keys.get(store, set()).discard(key)

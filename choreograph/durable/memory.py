@@ -1,0 +1,332 @@
+"""
+`MemoryStore`: a durable store in memory, for unit tests of durable flows.
+
+It keeps the same records as `SqliteStore` (a row per key, an event log) and
+follows the same rules (`begin_row`), with the same codec: an output the codec
+can't encode fails its callback here too, and what a resumed run restores is
+a decoded copy, as from a file. Nothing outlives the process; several threads
+may share one store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from dataclasses import dataclass
+from typing import Self
+
+from .._core.callbacks import type_name
+from .._errors import StoreError
+from .codec import Codec, CodecError, JsonCodec
+from .leases import is_alive, new_owner
+from .protocol import Begun, Ending, Event, NewEvent, Row, RunInfo, Status, begin_row
+
+
+@dataclass(slots=True, kw_only=True)
+class _Run:
+    row: Row
+    input: str
+    created: float
+    updated: float
+    failed_step: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    result: tuple[int, ...] | None = None
+
+    def info(self, key: str) -> RunInfo:
+        row = self.row
+        return RunInfo(
+            key=key,
+            status=row.status,
+            generation=row.generation,
+            sessions=row.sessions,
+            interruptions=row.interruptions,
+            failed_step=self.failed_step,
+            error_type=self.error_type,
+            error=self.error_message,
+            owner=row.owner,
+            created=self.created,
+            updated=self.updated,
+        )
+
+
+class MemoryStore:
+    """
+    A durable store in memory: `SqliteStore`'s semantics without a file.
+
+    Args:
+        codec: How outputs, inputs and errors are encoded (default: `JsonCodec`).
+        lease: Seconds a key stays leased without a renewal (see `SqliteStore`).
+        max_interruptions: A key interrupted more often is marked ``"poisoned"``.
+
+    >>> from choreograph import Coordinator, MemoryStore, Step
+    >>> store = MemoryStore()
+    >>> flow = Coordinator([Step("double", lambda x: x * 2)], store=store)
+    >>> flow.run(21, key="k").data_bag.get_job_data("double"), store.run_info("k").status
+    (42, 'ok')
+
+    .. versionadded:: 0.2.0
+    """
+
+    def __init__(self, *, codec: Codec | None = None, lease: float = 60.0, max_interruptions: int = 3) -> None:
+        chosen: object = codec if codec is not None else JsonCodec()
+        if not isinstance(chosen, Codec):
+            msg = f"codec must implement choreograph.Codec, got {type_name(codec)}"
+            raise TypeError(msg)
+        seconds: object = lease  # checked at run time: callers may not be typed
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
+            msg = f"lease must be > 0 seconds, got {lease!r}"
+            raise ValueError(msg)
+        limit: object = max_interruptions
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            msg = f"max_interruptions must be an int >= 0, got {max_interruptions!r}"
+            raise ValueError(msg)
+        self.codec: Codec = chosen
+        self.lease = float(lease)
+        self.max_interruptions = max_interruptions
+        self.owner = new_owner()
+        self._lock = threading.RLock()
+        self._runs: dict[str, _Run] = {}
+        self._events: list[Event] = []
+        self._closed = False
+
+    @property
+    def location(self) -> str:
+        """``":memory:"``, for messages."""
+        return ":memory:"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(self.location, "the store is closed")
+
+    def begin(self, key: str, input: str, *, fresh: bool) -> Begun | str:  # noqa: A002
+        """Take the lease of *key*, storing its encoded *input* (see `Store.begin`)."""
+        now = time.time()
+        with self._lock:
+            self._check_open()
+            run = self._runs.get(key)
+            new, outcome = begin_row(
+                None if run is None else run.row,
+                owner=self.owner,
+                now=now,
+                lease=self.lease,
+                max_interruptions=self.max_interruptions,
+                fresh=fresh,
+                alive=lambda holder: is_alive(holder, self.owner),
+            )
+            if isinstance(outcome, str):
+                return outcome
+            if new is not None:
+                if run is None:
+                    self._runs[key] = _Run(row=new, input=input, created=now, updated=now)
+                else:
+                    run.row, run.updated = new, now
+                    if new.status != "poisoned":
+                        run.input = input
+            if outcome.status == "poisoned":
+                return Begun(
+                    status="poisoned",
+                    generation=outcome.generation,
+                    session=outcome.sessions,
+                    interruptions=outcome.interruptions,
+                )
+            events = self.events(key, generation=outcome.generation)
+            result = self._runs[key].result if outcome.status == "ok" else None
+        return Begun(
+            status=outcome.status,
+            generation=outcome.generation,
+            session=outcome.sessions,
+            interruptions=outcome.interruptions,
+            fatal=outcome.fatal,
+            events=events,
+            result=result,
+            recorder=None if outcome.status == "ok" else MemorySession(self, key, outcome.generation, outcome.sessions),
+        )
+
+    def _append(self, key: str, generation: int, session: int, event: NewEvent) -> int:
+        with self._lock:
+            self._check_open()
+            number = len(self._events) + 1
+            self._events.append(
+                Event(
+                    id=number,
+                    key=key,
+                    generation=generation,
+                    session=session,
+                    step=event.step,
+                    phase=event.phase,
+                    outcome=event.outcome,
+                    output=event.output,
+                    error=event.error,
+                    error_type=event.error_type,
+                    attempts=event.attempts,
+                    seconds=event.seconds,
+                    at=time.time(),
+                )
+            )
+            return number
+
+    def _held(self, key: str) -> _Run | None:
+        """The run of *key* if this store holds its lease."""
+        run = self._runs.get(key)
+        return run if run is not None and run.row.owner == self.owner else None
+
+    def _renew(self, key: str) -> None:
+        with self._lock:
+            run = self._held(key)
+            if run is None:
+                raise StoreError(self.location, f"lost the lease of key {key!r} to another holder")
+            run.row = dataclasses.replace(run.row, lease_until=time.time() + self.lease)
+
+    def _rolling_back(self, key: str, fatal: str) -> None:
+        with self._lock:
+            run = self._held(key)
+            if run is not None:
+                run.row = dataclasses.replace(run.row, status="compensating", fatal=fatal)
+                run.updated = time.time()
+
+    def _finish(self, key: str, ending: Ending) -> None:
+        with self._lock:
+            run = self._held(key)
+            if run is None:
+                return
+            run.row = dataclasses.replace(
+                run.row, status=ending.status, fatal=ending.fatal, owner=None, lease_until=None
+            )
+            run.failed_step, run.error_type, run.error_message = (
+                ending.failed_step,
+                ending.error_type,
+                ending.error_message,
+            )
+            run.result = ending.result
+            run.updated = time.time()
+
+    def _release(self, key: str) -> None:
+        with self._lock:
+            run = self._held(key)
+            if run is not None:
+                run.row = dataclasses.replace(run.row, owner=None, lease_until=None)
+
+    # -- inspection ---------------------------------------------------------
+
+    def stored_input(self, key: str) -> object:
+        """
+        Return the input last run for *key*.
+
+        Raises:
+            KeyError: The store has no run of *key*.
+        """
+        with self._lock:
+            run = self._runs.get(key)
+        if run is None:
+            msg = f"no run of key {key!r} in {self.location}"
+            raise KeyError(msg)
+        try:
+            return self.codec.decode(run.input)
+        except CodecError as exc:
+            raise StoreError(self.location, f"cannot restore the input of key {key!r}: {exc}") from exc
+
+    def run_info(self, key: str) -> RunInfo | None:
+        """Return what the store knows of *key*, or None."""
+        with self._lock:
+            run = self._runs.get(key)
+            return None if run is None else run.info(key)
+
+    def runs(
+        self,
+        *,
+        status: Status | None = None,
+        step: str | None = None,
+        error_type: str | None = None,
+        limit: int | None = None,
+    ) -> list[RunInfo]:
+        """List runs, most recently updated first (the filters of `SqliteStore.runs`)."""
+        with self._lock:
+            infos = [run.info(key) for key, run in self._runs.items()]
+        chosen = [
+            info
+            for info in infos
+            if (status is None or info.status == status)
+            and (step is None or (info.failed_step is not None and info.failed_step.casefold() == step.casefold()))
+            and (
+                error_type is None
+                or info.error_type == error_type
+                or (info.error_type or "").endswith(f".{error_type}")
+            )
+        ]
+        chosen.sort(key=lambda info: info.key)
+        chosen.sort(key=lambda info: info.updated, reverse=True)
+        return chosen if limit is None else chosen[: max(0, int(limit))]
+
+    def events(self, key: str, *, generation: int | None = None) -> list[Event]:
+        """Return the recorded callbacks of *key*, in the order they were recorded."""
+        with self._lock:
+            return [e for e in self._events if e.key == key and (generation is None or e.generation == generation)]
+
+    def decode(self, text: str) -> object:
+        """Decode an `Event.output` with this store's codec."""
+        return self.codec.decode(text)
+
+    def prune(self, *, status: Status | None = None, before: float | None = None, keys: list[str] | None = None) -> int:
+        """Delete finished runs and their events; runs going on (a live lease) are never deleted."""
+        now = time.time()
+        with self._lock:
+            doomed = {
+                key
+                for key, run in self._runs.items()
+                if (run.row.owner is None or (run.row.lease_until or 0.0) < now)
+                and (status is None or run.row.status == status)
+                and (before is None or run.updated < before)
+                and (keys is None or key in keys)
+            }
+            for key in doomed:
+                del self._runs[key]
+            self._events = [e for e in self._events if e.key not in doomed]
+        return len(doomed)
+
+    def close(self) -> None:
+        """Forget everything; the store can't be used afterwards."""
+        with self._lock:
+            self._closed = True
+            self._runs.clear()
+            self._events.clear()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(codec={self.codec.name!r}, runs={len(self._runs)})"
+
+
+class MemorySession:
+    """Records one run of one key in a `MemoryStore` (a `StoreSession`)."""
+
+    __slots__ = ("_renew_at", "generation", "key", "session", "store")
+
+    def __init__(self, store: MemoryStore, key: str, generation: int, session: int) -> None:
+        self.store, self.key, self.generation, self.session = store, key, generation, session
+        self._renew_at = time.monotonic() + store.lease / 3
+
+    def record(self, event: NewEvent) -> int:
+        """Append one event, renewing the lease when due; return its id."""
+        number = self.store._append(self.key, self.generation, self.session, event)  # noqa: SLF001 - its own store
+        if time.monotonic() >= self._renew_at:
+            self.store._renew(self.key)  # noqa: SLF001 - its own store
+            self._renew_at = time.monotonic() + self.store.lease / 3
+        return number
+
+    def rolling_back(self, fatal: str) -> None:
+        """Mark the run as rolling back."""
+        self.store._rolling_back(self.key, fatal)  # noqa: SLF001 - its own store
+
+    def finish(self, ending: Ending) -> None:
+        """Record how the run ended, and release the key."""
+        self.store._finish(self.key, ending)  # noqa: SLF001 - its own store
+
+    def release(self) -> None:
+        """Give the key up without finishing."""
+        self.store._release(self.key)  # noqa: SLF001 - its own store

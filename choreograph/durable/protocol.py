@@ -1,0 +1,337 @@
+"""
+The `Store` protocol: what a durable store keeps, and the records it exchanges with the runner.
+
+A store is a persistence layer and nothing more. It keeps one row per key (a
+`RunInfo`, plus the encoded input and fatal error) and an append-only log of
+events (`Event`), and it hands out a key's lease atomically (`Store.begin`). What a
+resumed run restores, how outputs are encoded and what a run's status is are
+decided by the durable runner, the same way for every store, from the events
+a store gives back.
+
+To write a store, implement `Store` and `StoreSession`; `begin_row` holds the
+rules of `Store.begin` as a pure function over the key's row, so a store only
+has to read the row, call it and write the row back in one transaction.
+`choreograph.durable.memory.MemoryStore` is the shortest complete example.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+from .._core.result import Outcome
+from .._errors import Phase
+from .codec import Codec
+
+Status = Literal["running", "ok", "failed", "compensating", "rolled_back", "poisoned"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunInfo:
+    """
+    One durable run, as the store knows it.
+
+    Attributes:
+        key: The idempotency key.
+        status: ``"running"``, ``"ok"``, ``"failed"``, ``"compensating"``
+            (rolling back, or a compensation failed), ``"rolled_back"`` or
+            ``"poisoned"``.
+        generation: Bumped each time the key starts from scratch.
+        sessions: How many times a run of this key started.
+        interruptions: Runs of this key that ended without finishing (a crash).
+        failed_step: The step whose failure stopped the run, if any.
+        error_type: The class of the run's fatal error (for `JobFailed`, of
+            the job's error), if any.
+        error: The fatal error's message, if any.
+        owner: Who holds the lease while the run is going on.
+        created: When the key was first run (seconds since the epoch).
+        updated: When its row last changed.
+
+    .. versionadded:: 0.1.0
+    """
+
+    key: str
+    status: Status
+    generation: int
+    sessions: int
+    interruptions: int
+    failed_step: str | None
+    error_type: str | None
+    error: str | None
+    owner: str | None
+    created: float
+    updated: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """
+    One callback's recorded outcome.
+
+    Attributes:
+        id: Its number in the store: events are numbered in the order they were recorded.
+        key: The run's idempotency key.
+        generation: The generation of the run it belongs to.
+        session: Which start of the run recorded it, from 1.
+        step: The step's name.
+        phase: ``"precheck"``, ``"job"`` or ``"compensate"``.
+        outcome: As in `Call.outcome`.
+        output: The encoded output, if one was stored (see `SqliteStore.decode`).
+        error: The encoded error, if any.
+        error_type: The error's class, if any.
+        attempts: Calls made, retries included.
+        seconds: Wall time.
+        at: When it was recorded (seconds since the epoch).
+
+    .. versionadded:: 0.1.0
+    """
+
+    id: int
+    key: str
+    generation: int
+    session: int
+    step: str
+    phase: Phase
+    outcome: Outcome
+    output: str | None
+    error: str | None
+    error_type: str | None
+    attempts: int
+    seconds: float
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewEvent:
+    """
+    What a session records for one callback (`StoreSession.record`); the store adds the rest of an `Event`.
+
+    .. versionadded:: 0.2.0
+    """
+
+    step: str
+    phase: Phase
+    outcome: Outcome
+    output: str | None
+    error: str | None
+    error_type: str | None
+    attempts: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ending:
+    """
+    How a run ended (`StoreSession.finish`).
+
+    Attributes:
+        status: The key's new status.
+        fatal: The encoded fatal error, if any.
+        failed_step: The step where it stopped, if it did.
+        error_type: The class of the error that stopped it (for `JobFailed`, of the job's error).
+        error_message: The fatal error's message.
+        result: For an ``ok`` run, the ids of the events its result shows, in trace order.
+
+    .. versionadded:: 0.2.0
+    """
+
+    status: Status
+    fatal: str | None = None
+    failed_step: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    result: tuple[int, ...] | None = None
+
+
+@runtime_checkable
+class StoreSession(Protocol):
+    """
+    One run of one key, holding its lease: what the runner records through.
+
+    .. versionadded:: 0.2.0
+    """
+
+    def record(self, event: NewEvent) -> int:
+        """Commit one event before returning (renewing the lease when due); return its id."""
+        ...
+
+    def rolling_back(self, fatal: str) -> None:
+        """Set the key's status to ``"compensating"`` with this encoded fatal error."""
+        ...
+
+    def finish(self, ending: Ending) -> None:
+        """Record how the run ended and release the lease."""
+        ...
+
+    def release(self) -> None:
+        """Release the lease without finishing: the run was interrupted, and the next one resumes it."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Begun:
+    """
+    What `Store.begin` found, and the session when the run goes on.
+
+    Attributes:
+        status: ``"running"`` or ``"compensating"`` (the run goes on, through
+            *session*), or ``"ok"`` / ``"poisoned"`` (nothing runs).
+        generation: The generation the run belongs to.
+        session: Which start of the key this is, from 1.
+        interruptions: Runs of this generation that ended without finishing.
+        fatal: The encoded fatal error of a run being rolled back, or of a finished one.
+        events: The generation's events so far, oldest first (none for ``"poisoned"``).
+        result: For ``"ok"``, the `Ending.result` the finishing session recorded (``None`` if it recorded none).
+        recorder: The session, for ``"running"`` and ``"compensating"``.
+
+    .. versionadded:: 0.2.0
+    """
+
+    status: Status
+    generation: int
+    session: int
+    interruptions: int = 0
+    fatal: str | None = None
+    events: Sequence[Event] = ()
+    result: Sequence[int] | None = None
+    recorder: StoreSession | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """The lease-relevant part of a key's row, for `begin_row`."""
+
+    status: Status
+    generation: int
+    sessions: int
+    interruptions: int
+    owner: str | None
+    lease_until: float | None
+    fatal: str | None
+
+
+def begin_row(
+    row: Row | None,
+    *,
+    owner: str,
+    now: float,
+    lease: float,
+    max_interruptions: int,
+    fresh: bool,
+    alive: Callable[[str], bool],
+) -> tuple[Row | None, Row | str]:
+    """
+    Decide what `Store.begin` does with a key's row: ``(row to write or None, outcome)``.
+
+    The outcome is the holder's name when another live owner holds the lease;
+    else the row the run starts from (its status says whether anything runs:
+    see `Begun.status`). The row to write is ``None`` when nothing changes.
+
+    >>> new, outcome = begin_row(None, owner="me", now=0.0, lease=60.0, max_interruptions=3, fresh=False,
+    ...                          alive=lambda owner: True)
+    >>> (outcome.status, outcome.generation, outcome.sessions, new.lease_until)
+    ('running', 1, 1, 60.0)
+    """
+    until = now + lease
+    if row is None:
+        started = Row("running", 1, 1, 0, owner, until, None)
+        return started, started
+    if row.owner is not None and row.owner != owner and (row.lease_until or 0.0) > now and alive(row.owner):
+        return None, row.owner
+    status, generation, interruptions, fatal = row.status, row.generation, row.interruptions, row.fatal
+    if status == "running":  # the last session of the key ended without finishing
+        interruptions += 1
+        if interruptions > max_interruptions and not fresh:
+            poisoned = dataclasses.replace(
+                row, status="poisoned", interruptions=interruptions, owner=None, lease_until=None
+            )
+            return poisoned, poisoned
+    if status in ("ok", "poisoned") and not fresh:
+        return None, row
+    if fresh or status in ("ok", "poisoned", "rolled_back"):
+        generation, interruptions, fatal, status = generation + 1, 0, None, "running"
+    elif status != "compensating":
+        status = "running"
+    started = Row(status, generation, row.sessions + 1, interruptions, owner, until, fatal)
+    return started, started
+
+
+@runtime_checkable
+class Store(Protocol):
+    """
+    A durable store: pass one as ``Coordinator(store=...)``.
+
+    `SqliteStore`, `MemoryStore` (and third-party stores) implement it. The
+    guarantees every store gives: `begin` is atomic per key across every
+    process sharing the store; `StoreSession.record` has committed its event
+    when it returns; a key's row and events are never changed by anything but
+    its lease holder, `prune` and a new `begin`.
+
+    .. versionadded:: 0.2.0
+    """
+
+    @property
+    def codec(self) -> Codec:
+        """How outputs, inputs and errors are encoded."""
+        ...
+
+    @property
+    def lease(self) -> float:
+        """Seconds a key stays leased to its runner without a renewal."""
+        ...
+
+    @property
+    def owner(self) -> str:
+        """This store object's name as a lease holder (``host:pid:random``)."""
+        ...
+
+    @property
+    def location(self) -> str:
+        """Where the store is (a path, a URL), for messages."""
+        ...
+
+    def begin(self, key: str, input: str, *, fresh: bool) -> Begun | str:  # noqa: A002
+        """
+        Take the lease of *key* (see `begin_row`), storing its encoded *input*.
+
+        Returns:
+            The holder's name while another live owner holds the lease; else `Begun`.
+        """
+        ...
+
+    def stored_input(self, key: str) -> object:
+        """Return the decoded input last run for *key*; `KeyError` if there is none."""
+        ...
+
+    def run_info(self, key: str) -> RunInfo | None:
+        """What the store knows of *key*."""
+        ...
+
+    def runs(
+        self,
+        *,
+        status: Status | None = None,
+        step: str | None = None,
+        error_type: str | None = None,
+        limit: int | None = None,
+    ) -> list[RunInfo]:
+        """List runs, most recently updated first (see `SqliteStore.runs`)."""
+        ...
+
+    def events(self, key: str, *, generation: int | None = None) -> list[Event]:
+        """The recorded callbacks of *key*, in the order they were recorded."""
+        ...
+
+    def decode(self, text: str) -> object:
+        """Decode an `Event.output` with the store's codec."""
+        ...
+
+    def prune(self, *, status: Status | None = None, before: float | None = None, keys: list[str] | None = None) -> int:
+        """Delete finished runs and their events; return how many runs were deleted."""
+        ...
+
+    def close(self) -> None:
+        """Release the store's resources."""
+        ...

@@ -1,0 +1,161 @@
+"""
+Replay: a run rebuilt from a store's events, the same way for every store.
+
+`Resumption` is what a resumed run restores (the steps that completed, the
+attempts made so far); `Replay` is a finished run's DataBag, errors and trace,
+read back without running anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .._core.bag import DataBag
+from .._core.result import Finished, RawCall
+from .._core.state import NOTHING
+from .._errors import ChoreographError, Phase, StepError, StoreError
+from .codec import Codec, CodecError
+from .protocol import Event
+
+
+class Decoder:
+    """A store's codec, with errors that name the store, key and step."""
+
+    __slots__ = ("codec", "key", "location")
+
+    def __init__(self, codec: Codec, location: str, key: str) -> None:
+        self.codec, self.location, self.key = codec, location, key
+
+    def output(self, step: str, text: str) -> object:
+        """Decode a stored output (or input)."""
+        try:
+            return self.codec.decode(text)
+        except CodecError as exc:
+            problem = f"cannot restore the output of step {step!r} of key {self.key!r}: {exc}"
+            raise StoreError(self.location, problem) from exc
+
+    def error(self, text: str) -> BaseException:
+        """Decode a stored error (never raises: see `Codec.decode_error`)."""
+        return self.codec.decode_error(text)
+
+    def fatal(self, text: str | None) -> ChoreographError | None:
+        """Decode a stored fatal error; None if there is none, or it isn't a `ChoreographError` any more."""
+        if text is None:
+            return None
+        decoded = self.codec.decode_error(text)
+        return decoded if isinstance(decoded, ChoreographError) else None
+
+
+class RestoredStep:
+    """A step that completed in an earlier session: what the run gets back (see `Restored`)."""
+
+    __slots__ = ("calls", "errors", "job_ok", "job_output", "precheck_output")
+
+    def __init__(self) -> None:
+        self.calls: tuple[RawCall, ...] = ()
+        self.precheck_output: object = NOTHING
+        self.job_output: object = NOTHING
+        self.errors: tuple[StepError, ...] = ()
+        self.job_ok = False
+
+
+class Resumption:
+    """
+    What a run of a key resumes from: the latest event of every callback in its generation.
+
+    Attributes:
+        restored: The steps that completed (a job ok, or skipped by its precheck), by case-folded name.
+        latest_ids: The id of each callback's latest event, by (case-folded step, phase).
+        attempts: Attempts made so far, by (case-folded step, phase).
+        compensated: Case-folded names of the steps compensated successfully.
+    """
+
+    def __init__(self, events: Sequence[Event], decoder: Decoder) -> None:
+        latest: dict[tuple[str, str], Event] = {}
+        self.attempts: dict[tuple[str, Phase], int] = {}
+        compensated: set[str] = set()
+        names: dict[str, str] = {}
+        for event in events:
+            folded = event.step.casefold()
+            names[folded] = event.step
+            latest[folded, event.phase] = event
+            where = (folded, event.phase)
+            self.attempts[where] = max(self.attempts.get(where, 0), event.attempts)  # events hold running totals
+            if event.phase == "compensate" and event.outcome == "ok":
+                compensated.add(folded)
+        self.compensated = frozenset(compensated)
+        self.latest_ids = {where: event.id for where, event in latest.items()}
+        self.restored: dict[str, RestoredStep] = {}
+        for folded, name in names.items():
+            pre, job = latest.get((folded, "precheck")), latest.get((folded, "job"))
+            if job is None or (job.outcome != "ok" and not (job.outcome == "skipped" and pre is not None)):
+                continue
+            self.restored[folded] = _restored_step(name, pre, job, decoder)
+
+
+def _restored_step(name: str, pre: Event | None, job: Event, decoder: Decoder) -> RestoredStep:
+    step = RestoredStep()
+    calls: list[RawCall] = []
+    if pre is not None:
+        calls.append((name, "precheck", pre.outcome, pre.seconds, pre.attempts, True))
+        if pre.output is not None:
+            step.precheck_output = decoder.output(name, pre.output)
+        if pre.error is not None:
+            step.errors = (StepError(name, "precheck", decoder.error(pre.error)),)
+    calls.append((name, "job", job.outcome, job.seconds, job.attempts, True))
+    if job.outcome == "ok":
+        step.job_ok = True
+        if job.output is not None:
+            step.job_output = decoder.output(name, job.output)
+    step.calls = tuple(calls)
+    return step
+
+
+class Replay:
+    """Callbacks' outcomes read back from events: the DataBag, errors and trace they make."""
+
+    def __init__(self, events: Sequence[Event], decoder: Decoder) -> None:
+        self.bag = DataBag()
+        self.errors: list[StepError] = []
+        self.calls: list[RawCall] = []
+        self.compensation_errors: list[StepError] = []
+        for event in events:
+            if event.output is not None and event.phase != "compensate":
+                value = decoder.output(event.step, event.output)
+                (self.bag.set_job_data if event.phase == "job" else self.bag.set_precheck_data)(event.step, value)
+            if event.error is not None:
+                error = StepError(event.step, event.phase, decoder.error(event.error))
+                (self.compensation_errors if event.phase == "compensate" else self.errors).append(error)
+            self.calls.append((event.step, event.phase, event.outcome, event.seconds, event.attempts, True))
+
+    @classmethod
+    def latest(cls, events: Sequence[Event], decoder: Decoder) -> Replay:
+        """Each callback's latest outcome (earlier ones were superseded by a resume)."""
+        last = {(event.step.casefold(), event.phase): index for index, event in enumerate(events)}
+        return cls([e for i, e in enumerate(events) if last[e.step.casefold(), e.phase] == i], decoder)
+
+
+def stored_result(
+    key: str,
+    input: object,  # noqa: A002
+    events: Sequence[Event],
+    result_ids: Sequence[int] | None,
+    fatal: ChoreographError | None,
+    decoder: Decoder,
+) -> Finished:
+    """A finished run of *key*, as its finishing session returned it, rebuilt from its events: nothing runs."""
+    if result_ids:
+        by_id = {event.id: event for event in events}
+        replay = Replay([by_id[i] for i in result_ids if i in by_id], decoder)
+    else:  # finished before stores recorded results (SQLite schema version 1)
+        replay = Replay.latest(events, decoder)
+    return Finished(
+        input,
+        tuple(replay.errors),
+        fatal,
+        replay.bag,
+        0,
+        key,
+        tuple(replay.compensation_errors),
+        tuple(replay.calls),
+    )
