@@ -247,10 +247,6 @@ def test_unassignable_output_of_a_result_names_the_success_type(way: str):
     assert (error.step, error.callback, error.expected, error.actual) == ("s", "job", "int", "str")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a compensation's return value is documented as ignored, but a Success of the wrong type fails it",
-)
 def test_a_compensations_return_value_is_ignored_even_inside_a_success():
     """
     README: a compensation's return value is ignored.

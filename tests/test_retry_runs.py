@@ -309,10 +309,6 @@ def test_tenacity_stop_after_delay_stops_once_the_delay_passed():
     assert 0.1 <= call.seconds < 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TenacityRetry asks `stop` before `wait` and never sets `upcoming_sleep`, so stop_before_delay is ignored",
-)
 def test_tenacity_stop_before_delay_takes_the_next_wait_into_account():
     """`stop_before_delay(0.1)`, `wait_fixed(0.06)`: attempt 2 fails at >= 0.06 s, 0.06 s more would pass 0.1 s."""
     job = Attempts()

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from .._errors import CallbackTimeout
 from . import record
-from .callbacks import CONTAINERS, Callback
+from .callbacks import CONTAINERS, Callback, unwrap
 from .context import Context, point_to
 from .drivers import Await, Expired, Sleep
 from .state import RunState
@@ -113,16 +113,18 @@ def settle(run: RunState, cb: Callback, step: str, out: object) -> tuple[object,
     """
     Unwrap and check a callback's return value: ``(output, error)``.
 
-    A compensation's output is never stored, so only a ``returns`` container
-    it returns is looked at (a ``Failure`` fails it).
+    A compensation's output is never stored, so it is not checked: only a
+    ``returns`` container it returns is looked at (a ``Failure`` fails it).
     """
     err: BaseException | None = None
     check = cb.check_output
-    if check is None or cb.role == "compensate":
+    if cb.role == "compensate":
+        return unwrap(out)
+    if check is None:
         if type(out) in CONTAINERS:
             out, err = cb.settle(step, out)
     elif not check(out):
         out, err = cb.settle(step, out)
-    if err is None and run.recorder is not None and cb.has_output and cb.role != "compensate":
+    if err is None and run.recorder is not None and cb.has_output:
         err = run.recorder.check_output(step, cb.role, out)
     return out, err

@@ -68,23 +68,36 @@ class Callback:
 
         The coordinator calls this only when its fast check did not accept the value.
         """
-        kind = type(value)
-        if kind in CONTAINERS:
-            if kind is Success:
-                value = value.unwrap()  # type: ignore[attr-defined]
-            elif kind is IOSuccess:
-                value = unsafe_perform_io(value.unwrap())  # type: ignore[attr-defined]
-            else:
-                failed = value.failure()  # type: ignore[attr-defined]
-                if kind is IOFailure:
-                    failed = unsafe_perform_io(failed)
-                if isinstance(failed, Exception):
-                    return None, failed
-                return None, CallbackFailure(failed)
+        value, error = unwrap(value)
+        if error is not None:
+            return None, error
         check = self.check_output
         if not self.has_output or check is None or check(value):
             return value, None
         return None, UnassignableOutput(step, self.role, self.output_hint, type_name(value))
+
+
+def unwrap(value: object) -> tuple[object, BaseException | None]:
+    """
+    Unwrap a `returns` container: ``(output, None)`` for a success, ``(None, error)`` for a failure.
+
+    Anything else is returned as it is.
+
+    >>> from returns.result import Failure, Success
+    >>> unwrap(Success(1)), unwrap(Failure("no")), unwrap(2)
+    ((1, None), (None, CallbackFailure('no')), (2, None))
+    """
+    kind = type(value)
+    if kind not in CONTAINERS:
+        return value, None
+    if kind is Success:
+        return value.unwrap(), None  # type: ignore[attr-defined]
+    if kind is IOSuccess:
+        return unsafe_perform_io(value.unwrap()), None  # type: ignore[attr-defined]
+    failed = value.failure()  # type: ignore[attr-defined]
+    if kind is IOFailure:
+        failed = unsafe_perform_io(failed)
+    return None, failed if isinstance(failed, Exception) else CallbackFailure(failed)
 
 
 def type_name(value: object) -> str:

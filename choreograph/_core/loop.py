@@ -179,13 +179,17 @@ def compensate(run: RunState, ctx: Context[Any] | None) -> Loop:
         if cb is None or st.key in run.compensated:
             continue
         name = st.name
-        started = _clock()
         if cb.check_input is not None and not cb.check_input(run.input):
-            called = Called(None, UnassignableInput(name, "compensate", cb.input_hint, type_name(run.input)), 0)
+            called, seconds = (
+                Called(None, UnassignableInput(name, "compensate", cb.input_hint, type_name(run.input)), 0),
+                0.0,
+            )
         else:
+            started = _clock()
             base = 0 if run.attempt_base is None else run.attempt_base.get((st.key, "compensate"), 0)
             called = yield from call(run, ctx, cb, name, started, base)
+            seconds = _clock() - started
         outcome, _ = decide("compensate", called.error)
-        record.finished(run, name, "compensate", outcome, called.attempts, _clock() - started, called.error)
+        record.finished(run, name, "compensate", outcome, called.attempts, seconds, called.error)
         if called.error is not None:
             errors.append(StepError(name, "compensate", called.error))

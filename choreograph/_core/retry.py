@@ -141,9 +141,14 @@ class TenacityRetry:
         future = tenacity.Future(attempt)
         future.set_exception(error)
         state.outcome = future
-        if not self.retrying.retry(state) or self.retrying.stop(state):
+        if not self.retrying.retry(state):
             return None
-        return float(self.retrying.wait(state))
+        # As tenacity's own loop: the wait first, so that `stop_before_delay` sees it.
+        wait = float(self.retrying.wait(state))
+        state.upcoming_sleep = wait
+        if self.retrying.stop(state):
+            return None
+        return wait
 
 
 def as_policy(retry: object) -> RetryPolicy | None:
