@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck docs pytest bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python examples/statements.py
 
-test: lint typecheck pytest
+test: lint typecheck docs pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
@@ -23,6 +23,9 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+docs: $(STAMP)  # fails on any warning: a broken link, a docstring griffe can't read
+	$(BIN)/mkdocs build --strict --site-dir site
 
 pytest: $(STAMP)
 	rm -f .coverage .coverage.*
@@ -35,4 +38,4 @@ bench: $(STAMP)  # add --strict to a script to make a missed target fail
 	$(BIN)/python benchmarks/durable.py
 
 clean:
-	rm -rf $(VENV) .coverage .coverage.* .mypy_cache .ruff_cache
+	rm -rf $(VENV) .coverage .coverage.* .mypy_cache .ruff_cache site
