@@ -1,10 +1,9 @@
-"""Durable runs: what a `SqliteStore` records, and how running a key again resumes, restores or refuses it."""
+"""Durable runs: what a store records, and how running a key again resumes, restores or refuses it; for every store."""
 
 import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,12 +20,12 @@ from choreograph import (
     Retry,
     RunResult,
     Skip,
-    SqliteStore,
     Step,
     StepError,
     StoredError,
     UnstorableOutput,
 )
+from choreograph.typing import Store
 
 # -- helpers ----------------------------------------------------------------------------
 
@@ -110,14 +109,8 @@ def errors_of(result: RunResult[Any]) -> list[tuple[str, str, type[BaseException
     return [(e.step, e.phase, type(e.error), str(e.error)) for e in result.errors]
 
 
-def durable(store: SqliteStore, *steps: Step, key: Callable[[Any], str | int] | None = str) -> Coordinator[Any]:
+def durable(store: Store, *steps: Step, key: Callable[[Any], str | int] | None = str) -> Coordinator[Any]:
     return Coordinator(steps, store=store, key=key)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    with SqliteStore(tmp_path / "runs.db") as opened:
-        yield opened
 
 
 def interrupted(coordinator: Coordinator[Any], input: object, **options: Any) -> None:  # noqa: A002
@@ -129,7 +122,7 @@ def interrupted(coordinator: Coordinator[Any], input: object, **options: Any) ->
 # -- recording ----------------------------------------------------------------------------
 
 
-def test_each_outcome_is_committed_before_the_next_callback_starts(store: SqliteStore):
+def test_each_outcome_is_committed_before_the_next_callback_starts(store: Store):
     """When a callback starts, every earlier callback's outcome is already in the store, with its output."""
     seen: list[list[tuple[str, str, str, object]]] = []
 
@@ -152,7 +145,7 @@ def test_each_outcome_is_committed_before_the_next_callback_starts(store: Sqlite
     ]
 
 
-def test_the_input_is_stored_and_resume_runs_with_it(store: SqliteStore):
+def test_the_input_is_stored_and_resume_runs_with_it(store: Store):
     """The run's input is stored; `resume(key)` runs the key again with that input."""
     script = Script()
     script.fail("b.job", times=1)
@@ -177,7 +170,7 @@ def test_the_input_is_stored_and_resume_runs_with_it(store: SqliteStore):
     assert script.take() == ["b.job", "b.job"]
 
 
-def test_resume_of_an_unknown_key_raises_key_error(store: SqliteStore):
+def test_resume_of_an_unknown_key_raises_key_error(store: Store):
     """`resume` of a key the store never ran raises KeyError; `stored_input` too."""
     coordinator = durable(store, Step("a", lambda: 1))
     with pytest.raises(KeyError, match="nope"):
@@ -192,7 +185,7 @@ def test_resume_needs_a_store():
         Coordinator([Step("a", lambda: 1)]).resume("k")
 
 
-def test_a_durable_run_needs_a_key(store: SqliteStore):
+def test_a_durable_run_needs_a_key(store: Store):
     """Without `key=` and without a key callable, `run` raises TypeError and nothing runs."""
     script = Script()
     coordinator = durable(store, Step("a", script.job("a")), key=None)
@@ -206,7 +199,7 @@ def test_a_durable_run_needs_a_key(store: SqliteStore):
     assert store.runs() == []
 
 
-def test_the_key_callable_derives_the_key_and_int_keys_are_text(store: SqliteStore):
+def test_the_key_callable_derives_the_key_and_int_keys_are_text(store: Store):
     """The coordinator's key callable names the run; an int key is stored as its text."""
     coordinator = durable(store, Step("a", lambda: 1), key=lambda record: record["id"])
 
@@ -218,7 +211,7 @@ def test_the_key_callable_derives_the_key_and_int_keys_are_text(store: SqliteSto
     assert {info.key for info in store.runs()} == {"42", "other"}
 
 
-def test_an_input_the_codec_cant_store_raises_type_error_before_anything_runs(store: SqliteStore):
+def test_an_input_the_codec_cant_store_raises_type_error_before_anything_runs(store: Store):
     """A durable run whose input can't be encoded raises TypeError naming the key; no callback runs."""
     script = Script()
     coordinator = durable(store, Step("a", script.job("a")))
@@ -230,7 +223,7 @@ def test_an_input_the_codec_cant_store_raises_type_error_before_anything_runs(st
     assert store.run_info("k1") is None
 
 
-def test_a_job_error_whose_message_cannot_be_rendered_still_fails_the_run(store: SqliteStore):
+def test_a_job_error_whose_message_cannot_be_rendered_still_fails_the_run(store: Store):
     """An error whose `str()` raises is recorded like any other: the run ends with `JobFailed`, the key "failed"."""
 
     class Unprintable(Exception):
@@ -251,7 +244,7 @@ def test_a_job_error_whose_message_cannot_be_rendered_still_fails_the_run(store:
 # -- resuming a failed key ----------------------------------------------------------------------
 
 
-def test_a_failed_key_resumes_after_the_fix(store: SqliteStore):
+def test_a_failed_key_resumes_after_the_fix(store: Store):
     """After a job fails, running the key again restores the completed steps and re-runs the failed one."""
     script = Script()
     script.fail("b.job")
@@ -298,7 +291,7 @@ def test_a_failed_key_resumes_after_the_fix(store: SqliteStore):
     assert (info.failed_step, info.error_type, info.error) == (None, None, None)
 
 
-def test_a_precheck_that_skipped_is_restored_with_its_error(store: SqliteStore):
+def test_a_precheck_that_skipped_is_restored_with_its_error(store: Store):
     """A step whose precheck failed (job skipped) is restored: precheck not called, its error back on the stack."""
     script = Script()
     script.fail("a.precheck", error=lambda: KeyError("no stock"))
@@ -324,7 +317,7 @@ def test_a_precheck_that_skipped_is_restored_with_its_error(store: SqliteStore):
     assert errors_of(first)[0] == errors_of(second)[0]
 
 
-def test_a_skip_output_is_restored_into_the_data_bag(store: SqliteStore):
+def test_a_skip_output_is_restored_into_the_data_bag(store: Store):
     """A precheck's `Skip(output=...)` is restored on resume: output back in the DataBag, Skip back on the stack."""
     script = Script()
     script.fail("b.job", times=1)
@@ -349,7 +342,7 @@ def test_a_skip_output_is_restored_into_the_data_bag(store: SqliteStore):
     assert error.error.output == {"cached": (1, 2)}
 
 
-def test_a_canceled_precheck_runs_again_on_resume(store: SqliteStore):
+def test_a_canceled_precheck_runs_again_on_resume(store: Store):
     """A precheck that cancelled the run did not complete its step: running the key again calls it again."""
     script = Script()
     script.fail("b.precheck", times=1, error=lambda: ExecutionCanceled("not yet"))
@@ -375,7 +368,7 @@ def test_a_canceled_precheck_runs_again_on_resume(store: SqliteStore):
     assert second.errors == ()
 
 
-def test_the_in_flight_step_runs_again_from_its_precheck(store: SqliteStore):
+def test_the_in_flight_step_runs_again_from_its_precheck(store: Store):
     """After an interruption inside a job, the key resumes at that step's precheck; earlier steps are restored."""
     script = Script()
     script.interrupts.add("b.job")
@@ -402,7 +395,7 @@ def test_the_in_flight_step_runs_again_from_its_precheck(store: SqliteStore):
 # -- an ok key, fresh runs ------------------------------------------------------------------
 
 
-def test_an_ok_key_is_not_run_again(store: SqliteStore):
+def test_an_ok_key_is_not_run_again(store: Store):
     """Running a finished key returns its stored result: no callback runs, every trace entry is restored."""
     script = Script()
     script.fail("a.precheck", error=lambda: Skip("nothing to do"))
@@ -431,7 +424,7 @@ def test_an_ok_key_is_not_run_again(store: SqliteStore):
     assert (info.status, info.generation, info.sessions) == ("ok", 1, 1)
 
 
-def test_an_ok_key_returns_the_result_of_the_session_that_finished_it(store: SqliteStore):
+def test_an_ok_key_returns_the_result_of_the_session_that_finished_it(store: Store):
     """After a resume, the stored result of the key has the finishing session's trace, errors and DataBag."""
     script = Script()
     script.fail("a.precheck", error=lambda: ValueError("not needed"))
@@ -458,7 +451,7 @@ def test_an_ok_key_returns_the_result_of_the_session_that_finished_it(store: Sql
     assert stored.data_bag.get_job_data("c") == "C"
 
 
-def test_fresh_runs_an_ok_key_again_as_a_new_generation(store: SqliteStore):
+def test_fresh_runs_an_ok_key_again_as_a_new_generation(store: Store):
     """`fresh=True` runs every callback of a finished key again, in a new generation; old events are kept."""
     script = Script()
     coordinator = durable(store, Step("a", script.job("a", 1)), Step("b", script.job("b", 2)))
@@ -480,7 +473,7 @@ def test_fresh_runs_an_ok_key_again_as_a_new_generation(store: SqliteStore):
     assert [e.step for e in store.events("k", generation=2)] == ["a", "b"]
 
 
-def test_fresh_restarts_a_failed_key_from_scratch(store: SqliteStore):
+def test_fresh_restarts_a_failed_key_from_scratch(store: Store):
     """`fresh=True` on a failed key runs the completed steps again too, with attempts counted from 1."""
     script = Script()
     script.fail("b.job", times=1)
@@ -499,7 +492,7 @@ def test_fresh_restarts_a_failed_key_from_scratch(store: SqliteStore):
 # -- steps changed between runs ------------------------------------------------------------------
 
 
-def test_steps_are_matched_by_name_ignoring_case(store: SqliteStore):
+def test_steps_are_matched_by_name_ignoring_case(store: Store):
     """A step renamed only in case is the same step: its completed outcome is restored."""
     script = Script()
     script.fail("b.job", times=1)
@@ -517,7 +510,7 @@ def test_steps_are_matched_by_name_ignoring_case(store: SqliteStore):
     assert result.data_bag.get_job_data("fetch") == "A"
 
 
-def test_a_step_added_since_the_run_runs_at_its_position(store: SqliteStore):
+def test_a_step_added_since_the_run_runs_at_its_position(store: Store):
     """A step added between runs runs normally, in its place; the others are restored around it."""
     script = Script()
     script.fail("c.job", times=1)
@@ -540,7 +533,7 @@ def test_a_step_added_since_the_run_runs_at_its_position(store: SqliteStore):
     assert [result.data_bag.get_job_data(name) for name in "abc"] == ["A", "B", "C"]
 
 
-def test_a_removed_steps_events_are_ignored(store: SqliteStore):
+def test_a_removed_steps_events_are_ignored(store: Store):
     """A step removed between runs is neither run nor restored: no trace entry, nothing in the DataBag."""
     script = Script()
     script.fail("c.job", times=1)
@@ -556,7 +549,7 @@ def test_a_removed_steps_events_are_ignored(store: SqliteStore):
     assert not result.data_bag.has_job_data("gone")
 
 
-def test_a_renamed_step_runs_again(store: SqliteStore):
+def test_a_renamed_step_runs_again(store: Store):
     """A step under a new name is a new step: it runs again, and the old name's outcome is not restored."""
     script = Script()
     script.fail("c.job", times=1)
@@ -572,7 +565,7 @@ def test_a_renamed_step_runs_again(store: SqliteStore):
 
 
 @pytest.mark.parametrize("change", ["added", "removed", "renamed"])
-def test_an_ok_key_after_a_step_change_returns_the_finishing_sessions_result(store: SqliteStore, change: str):
+def test_an_ok_key_after_a_step_change_returns_the_finishing_sessions_result(store: Store, change: str):
     """When steps changed before the finishing session, the key's stored result is still that session's result."""
     script = Script()
     script.fail("c.job", times=1)
@@ -597,7 +590,7 @@ def test_an_ok_key_after_a_step_change_returns_the_finishing_sessions_result(sto
 # -- interruptions and poisoned keys ------------------------------------------------------------
 
 
-def test_an_interrupted_run_releases_the_key_and_counts_an_interruption(store: SqliteStore):
+def test_an_interrupted_run_releases_the_key_and_counts_an_interruption(store: Store):
     """A run stopped by KeyboardInterrupt leaves the key "running" with no owner; the next run counts it and resumes."""
     script = Script()
     script.interrupts.add("b.job")
@@ -618,9 +611,9 @@ def test_an_interrupted_run_releases_the_key_and_counts_an_interruption(store: S
     assert (info.status, info.interruptions, info.sessions, info.generation) == ("ok", 1, 2, 1)
 
 
-def test_a_key_interrupted_too_often_is_poisoned_until_run_fresh(tmp_path: Path):
+def test_a_key_interrupted_too_often_is_poisoned_until_run_fresh(make_store: Callable[..., Store]):
     """More than `max_interruptions` interruptions mark the key "poisoned": `PoisonedRun`, nothing runs, until fresh."""
-    store = SqliteStore(tmp_path / "runs.db", max_interruptions=2)
+    store = make_store(max_interruptions=2)
     script = Script()
     script.interrupts.add("b.job")
     coordinator = durable(store, Step("a", script.job("a", "A")), Step("b", script.job("b", "B")))
@@ -657,9 +650,9 @@ def test_a_key_interrupted_too_often_is_poisoned_until_run_fresh(tmp_path: Path)
     store.close()
 
 
-def test_max_interruptions_zero_poisons_at_the_first_interruption(tmp_path: Path):
+def test_max_interruptions_zero_poisons_at_the_first_interruption(make_store: Callable[..., Store]):
     """With `max_interruptions=0`, the run after a single interruption is already refused."""
-    store = SqliteStore(tmp_path / "runs.db", max_interruptions=0)
+    store = make_store(max_interruptions=0)
     script = Script()
     script.interrupts.add("a.job")
     coordinator = durable(store, Step("a", script.job("a")))
@@ -675,7 +668,7 @@ def test_max_interruptions_zero_poisons_at_the_first_interruption(tmp_path: Path
 # -- retries across resumes -----------------------------------------------------------------------
 
 
-def test_retry_attempts_continue_across_resumes(store: SqliteStore):
+def test_retry_attempts_continue_across_resumes(store: Store):
     """A job that used 2 attempts in one session starts at attempt 3 in the next; trace and events hold totals."""
     attempts_seen: list[int] = []
     failures = iter([True, True, True, False])
@@ -726,7 +719,7 @@ _keys = itertools.count()
 
 @settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(failures=st.integers(0, 6), limit=st.integers(1, 4), sessions=st.integers(1, 4))
-def test_retry_counting_matches_a_model_across_resumes(store: SqliteStore, failures: int, limit: int, sessions: int):
+def test_retry_counting_matches_a_model_across_resumes(store: Store, failures: int, limit: int, sessions: int):
     """For any failure count and attempt limit, calls, attempts and outcomes per session match the model."""
     key = f"retry-{next(_keys)}"
     calls: list[int] = []
@@ -764,7 +757,7 @@ def test_retry_counting_matches_a_model_across_resumes(store: SqliteStore, failu
 # -- compensation -------------------------------------------------------------------------------
 
 
-def test_status_is_compensating_while_compensations_run(store: SqliteStore):
+def test_status_is_compensating_while_compensations_run(store: Store):
     """The store says "compensating" before the first compensation runs, and "rolled_back" once all succeeded."""
     seen: list[tuple[str, str | None]] = []
 
@@ -798,7 +791,7 @@ def test_status_is_compensating_while_compensations_run(store: SqliteStore):
     ]
 
 
-def test_a_rolled_back_key_starts_from_scratch(store: SqliteStore):
+def test_a_rolled_back_key_starts_from_scratch(store: Store):
     """Running a rolled-back key runs everything again, in a new generation."""
     script = Script()
     script.fail("b.job", times=1)
@@ -823,7 +816,7 @@ def test_a_rolled_back_key_starts_from_scratch(store: SqliteStore):
     assert (info.status, info.generation, info.sessions) == ("ok", 2, 2)
 
 
-def test_a_failed_compensation_is_resumed_alone_then_the_key_is_rolled_back(store: SqliteStore):
+def test_a_failed_compensation_is_resumed_alone_then_the_key_is_rolled_back(store: Store):
     """A compensation that failed leaves the key "compensating"; the next run only retries that compensation."""
     script = Script()
     script.fail("c.job")
@@ -866,7 +859,7 @@ def test_a_failed_compensation_is_resumed_alone_then_the_key_is_rolled_back(stor
     assert (info.status, info.generation, info.sessions) == ("rolled_back", 2, 3)
 
 
-def test_a_rollback_resume_also_compensates_a_failed_step_with_compensate_failed(store: SqliteStore):
+def test_a_rollback_resume_also_compensates_a_failed_step_with_compensate_failed(store: Store):
     """With `compensate_failed=True`, a rollback resumed later still retries the failed step's own compensation."""
     script = Script()
     script.fail("b.job")
@@ -887,7 +880,7 @@ def test_a_rollback_resume_also_compensates_a_failed_step_with_compensate_failed
     assert info.status == "rolled_back"
 
 
-def test_a_rollback_that_fails_again_stays_compensating(store: SqliteStore):
+def test_a_rollback_that_fails_again_stays_compensating(store: Store):
     """A compensation that keeps failing keeps the key "compensating"; forward steps never run again."""
     script = Script()
     script.fail("b.job")
@@ -919,7 +912,7 @@ def rollbacks(draw: st.DrawFn) -> tuple[list[bool], int, bool, set[int]]:
 @settings(deadline=None, max_examples=80, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rollbacks())
 def test_compensations_run_in_reverse_order_and_failures_do_not_stop_others(
-    store: SqliteStore, case: tuple[list[bool], int, bool, set[int]]
+    store: Store, case: tuple[list[bool], int, bool, set[int]]
 ):
     """Compensations run in exact reverse order of the completed steps; all failures are kept; a resume finishes it."""
     has_compensation, failing, compensate_failed, failing_compensations = case
@@ -980,7 +973,7 @@ def test_compensations_run_in_reverse_order_and_failures_do_not_stop_others(
 # -- unstorable outputs -----------------------------------------------------------------------------
 
 
-def test_an_unstorable_job_output_fails_that_step(store: SqliteStore):
+def test_an_unstorable_job_output_fails_that_step(store: Store):
     """A job output the codec can't encode fails that job with `UnstorableOutput` naming the step and the type."""
     script = Script()
     coordinator = durable(store, Step("a", script.job("a", "A")), Step("b", Opaque), Step("c", script.job("c")))
@@ -1006,7 +999,7 @@ def test_an_unstorable_job_output_fails_that_step(store: SqliteStore):
     assert info.error_type.endswith("UnstorableOutput")
 
 
-def test_an_unstorable_precheck_output_fails_the_precheck(store: SqliteStore):
+def test_an_unstorable_precheck_output_fails_the_precheck(store: Store):
     """A precheck output the codec can't encode fails the precheck: the job is skipped and the run goes on."""
     script = Script()
     coordinator = durable(store, Step("a", script.job("a"), Opaque), Step("b", script.job("b", "B")))
@@ -1021,7 +1014,7 @@ def test_an_unstorable_precheck_output_fails_the_precheck(store: SqliteStore):
     assert not result.data_bag.has_precheck_data("a")
 
 
-def test_an_unstorable_skip_output_becomes_the_precheck_error(store: SqliteStore):
+def test_an_unstorable_skip_output_becomes_the_precheck_error(store: Store):
     """A precheck's `Skip(output=...)` the codec can't encode: the precheck's error is `UnstorableOutput` instead."""
 
     def skip() -> None:
@@ -1044,9 +1037,9 @@ def test_an_unstorable_skip_output_becomes_the_precheck_error(store: SqliteStore
     ]
 
 
-def test_a_pickle_store_restores_outputs_json_cant_hold(tmp_path: Path):
+def test_a_pickle_store_restores_outputs_json_cant_hold(make_store: Callable[..., Store]):
     """With `PickleCodec`, any picklable output is stored and restored on resume."""
-    store = SqliteStore(tmp_path / "runs.db", codec=PickleCodec())
+    store = make_store(codec=PickleCodec())
     script = Script()
     script.fail("b.job", times=1)
     coordinator = durable(
@@ -1062,23 +1055,22 @@ def test_a_pickle_store_restores_outputs_json_cant_hold(tmp_path: Path):
     store.close()
 
 
-def test_store_options_are_validated(tmp_path: Path):
+def test_store_options_are_validated(make_store: Callable[..., Store]):
     """A non-codec, a lease <= 0 or negative `max_interruptions` are refused; so is a non-store `store=`."""
-    path = tmp_path / "runs.db"
     with pytest.raises(TypeError, match="Codec"):
-        SqliteStore(path, codec=object())  # type: ignore[arg-type]
+        make_store(codec=object())
     with pytest.raises(ValueError, match="lease"):
-        SqliteStore(path, lease=0)
+        make_store(lease=0)
     with pytest.raises(ValueError, match="max_interruptions"):
-        SqliteStore(path, max_interruptions=-1)
+        make_store(max_interruptions=-1)
     with pytest.raises(TypeError, match="store"):
-        Coordinator(store=str(path))  # type: ignore[arg-type]
+        Coordinator(store="runs.db")  # type: ignore[arg-type]
 
 
 # -- run_many ---------------------------------------------------------------------------------------
 
 
-def test_run_many_skips_ok_keys_and_resumes_failed_ones(store: SqliteStore):
+def test_run_many_skips_ok_keys_and_resumes_failed_ones(store: Store):
     """A second `run_many` over the same inputs runs nothing for ok keys and resumes only the failed ones."""
     calls: list[tuple[str, int]] = []
     broken = {1, 3, 5}
@@ -1113,7 +1105,7 @@ def test_run_many_skips_ok_keys_and_resumes_failed_ones(store: SqliteStore):
     assert len(store.runs(status="ok")) == 6
 
 
-def test_run_many_fresh_runs_every_key_again(store: SqliteStore):
+def test_run_many_fresh_runs_every_key_again(store: Store):
     """`run_many(..., fresh=True)` runs finished keys again as new generations."""
     calls: list[int] = []
     coordinator = durable(store, Step("a", lambda item: calls.append(item) or item))
@@ -1129,7 +1121,7 @@ def test_run_many_fresh_runs_every_key_again(store: SqliteStore):
 # -- inspection and pruning --------------------------------------------------------------------------
 
 
-def test_runs_filters_by_status_step_and_error_type(store: SqliteStore):
+def test_runs_filters_by_status_step_and_error_type(store: Store):
     """`runs()` lists newest first and filters by status, failed step (any case), error class and limit."""
 
     def fail_with(error: Exception) -> Callable[[], None]:
@@ -1167,7 +1159,7 @@ def test_runs_filters_by_status_step_and_error_type(store: SqliteStore):
     assert store.run_info("missing") is None
 
 
-def test_run_info_error_is_the_fatal_errors_message(store: SqliteStore):
+def test_run_info_error_is_the_fatal_errors_message(store: Store):
     """`RunInfo.error` is the message the run's fatal error had, also when the job's error is a user class."""
 
     def fail() -> None:
@@ -1180,7 +1172,7 @@ def test_run_info_error_is_the_fatal_errors_message(store: SqliteStore):
     assert info.error == str(result.fatal) == "job of step 'Pay' failed: LedgerError: full"
 
 
-def test_a_run_stopped_by_a_precheck_is_listed_under_its_step(store: SqliteStore):
+def test_a_run_stopped_by_a_precheck_is_listed_under_its_step(store: Store):
     """A run cancelled by a step's precheck is found by `runs(step=...)`: that step stopped it."""
 
     def cancel() -> None:
@@ -1194,7 +1186,7 @@ def test_a_run_stopped_by_a_precheck_is_listed_under_its_step(store: SqliteStore
     assert [i.key for i in store.runs(step="ship")] == ["k"]
 
 
-def test_events_record_each_callback_in_order(store: SqliteStore):
+def test_events_record_each_callback_in_order(store: Store):
     """`events()` lists every recorded callback in order with its outcome, output, error and attempts."""
 
     def refuse() -> None:
@@ -1231,7 +1223,7 @@ def test_events_record_each_callback_in_order(store: SqliteStore):
     assert store.events("unknown") == []
 
 
-def test_prune_deletes_matching_runs_and_their_events(store: SqliteStore):
+def test_prune_deletes_matching_runs_and_their_events(store: Store):
     """`prune()` deletes runs by status, age or key, with their events, and returns how many runs went."""
     coordinator = durable(store, Step("a", lambda item: item), Step("b", lambda item: 1 / item))
     for item in (0, 1, 2, 3):
@@ -1261,7 +1253,7 @@ def test_prune_deletes_matching_runs_and_their_events(store: SqliteStore):
     assert (info.generation, info.sessions) == (1, 1)
 
 
-def test_prune_never_deletes_a_run_that_is_going_on(store: SqliteStore):
+def test_prune_never_deletes_a_run_that_is_going_on(store: Store):
     """A run leased by a live owner survives `prune()`, even one that matches every filter."""
     durable(store, Step("a", lambda: 1)).run(None, key="done")
     pruned: list[int] = []
@@ -1285,7 +1277,7 @@ def test_prune_never_deletes_a_run_that_is_going_on(store: SqliteStore):
 
 
 @pytest.mark.anyio
-async def test_run_async_is_durable(store: SqliteStore):
+async def test_run_async_is_durable(store: Store):
     """`run_async` records and resumes like `run`: completed steps restored, an ok key not run again."""
     log: list[str] = []
     fail = [True]
@@ -1323,7 +1315,7 @@ async def test_run_async_is_durable(store: SqliteStore):
 
 
 @pytest.mark.anyio
-async def test_run_async_interruption_releases_the_key_and_resumes(store: SqliteStore):
+async def test_run_async_interruption_releases_the_key_and_resumes(store: Store):
     """A `run_async` interrupted by KeyboardInterrupt releases its key; the next run counts it and resumes."""
     script = Script()
     script.interrupts.add("b.job")
@@ -1342,9 +1334,9 @@ async def test_run_async_interruption_releases_the_key_and_resumes(store: Sqlite
 
 
 @pytest.mark.anyio
-async def test_run_async_reports_a_poisoned_key(tmp_path: Path):
+async def test_run_async_reports_a_poisoned_key(make_store: Callable[..., Store]):
     """`run_async` of a poisoned key returns `PoisonedRun` without running anything."""
-    store = SqliteStore(tmp_path / "runs.db", max_interruptions=0)
+    store = make_store(max_interruptions=0)
     script = Script()
     script.interrupts.add("a.job")
     coordinator = durable(store, Step("a", script.job("a")))
@@ -1357,7 +1349,7 @@ async def test_run_async_reports_a_poisoned_key(tmp_path: Path):
     store.close()
 
 
-def test_step_error_entries_of_a_restored_run_are_step_errors(store: SqliteStore):
+def test_step_error_entries_of_a_restored_run_are_step_errors(store: Store):
     """Errors restored from the store are `StepError`s with step, phase and the rebuilt error as `__cause__`."""
     script = Script()
     script.fail("a.precheck", error=lambda: LookupError("gone"))
@@ -1374,9 +1366,9 @@ def test_step_error_entries_of_a_restored_run_are_step_errors(store: SqliteStore
     assert entry.__cause__ is entry.error
 
 
-def test_a_callback_without_output_is_restored_without_output(tmp_path: Path):
+def test_a_callback_without_output_is_restored_without_output(make_store: Callable[..., Store]):
     """A `-> None` job restored on resume puts nothing in the DataBag, as when it ran."""
-    store = SqliteStore(tmp_path / "s.db")
+    store = make_store()
     fail = True
 
     def log_only(x: int) -> None:

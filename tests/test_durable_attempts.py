@@ -6,13 +6,10 @@ callback that used 3 attempts in one session starts at attempt 4 in the next,
 and a retry policy's `attempts` bounds the total, not each session's share.
 """
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from choreograph import Context, Coordinator, JobFailed, Retry, RunResult, SqliteStore, Step, StepError
+from choreograph import Context, Coordinator, JobFailed, Retry, RunResult, Step, StepError
+from choreograph.typing import Store
 
 NO_WAIT = Retry(attempts=3, initial=0, jitter=0)
 
@@ -21,14 +18,8 @@ def fields(result: RunResult[Any]) -> list[tuple[str, str, str, int, bool]]:
     return [(c.step, c.phase, c.outcome, c.attempts, c.restored) for c in result.trace]
 
 
-def events_of(store: SqliteStore, key: str) -> list[tuple[int, int, str, str, str, int]]:
+def events_of(store: Store, key: str) -> list[tuple[int, int, str, str, str, int]]:
     return [(e.generation, e.session, e.step, e.phase, e.outcome, e.attempts) for e in store.events(key)]
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    with SqliteStore(tmp_path / "s.db") as opened:
-        yield opened
 
 
 class Switch:
@@ -53,7 +44,7 @@ def declined() -> None:
     raise ValueError("declined")
 
 
-def rollback_flow(store: SqliteStore, undo: Switch) -> Coordinator[Any]:
+def rollback_flow(store: Store, undo: Switch) -> Coordinator[Any]:
     return Coordinator(
         [Step("reserve", lambda: "R", compensate=undo, retry=NO_WAIT), Step("charge", declined)],
         store=store,
@@ -61,7 +52,7 @@ def rollback_flow(store: SqliteStore, undo: Switch) -> Coordinator[Any]:
     )
 
 
-def test_a_compensation_fixed_after_a_failed_rollback_continues_the_attempt_count(store: SqliteStore):
+def test_a_compensation_fixed_after_a_failed_rollback_continues_the_attempt_count(store: Store):
     """
     A compensation failing all 3 attempts leaves the key "compensating";
     fixed, the next run calls it once, at attempt 4.
@@ -122,7 +113,7 @@ def test_a_compensation_fixed_after_a_failed_rollback_continues_the_attempt_coun
     ]
 
 
-def test_a_compensation_still_failing_gets_one_attempt_per_session_once_its_policy_is_spent(store: SqliteStore):
+def test_a_compensation_still_failing_gets_one_attempt_per_session_once_its_policy_is_spent(store: Store):
     """With its 3 attempts used up in session 1, a compensation still failing is called once per session (4, then 5)."""
     undo = Switch()
     coordinator = rollback_flow(store, undo)
@@ -141,7 +132,7 @@ def test_a_compensation_still_failing_gets_one_attempt_per_session_once_its_poli
     assert (info.status, info.generation, info.sessions) == ("compensating", 1, 3)
 
 
-def test_a_new_generation_after_a_rollback_counts_attempts_from_one(store: SqliteStore):
+def test_a_new_generation_after_a_rollback_counts_attempts_from_one(store: Store):
     """Once rolled back, running the key again starts a new generation: every callback is back to attempt 1."""
     undo = Switch()
     coordinator = rollback_flow(store, undo)
@@ -163,7 +154,7 @@ def test_a_new_generation_after_a_rollback_counts_attempts_from_one(store: Sqlit
     assert (info.status, info.generation, info.sessions) == ("rolled_back", 2, 3)
 
 
-def test_a_job_retried_to_exhaustion_resumes_at_the_next_attempt_with_its_precheck_run_again(store: SqliteStore):
+def test_a_job_retried_to_exhaustion_resumes_at_the_next_attempt_with_its_precheck_run_again(store: Store):
     """
     A job failing its 3 attempts fails the key; fixed, the next run restores the earlier step and runs the
     failed step again from its precheck: the precheck at attempt 2 and the job at attempt 4, both not restored.
