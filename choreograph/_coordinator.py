@@ -19,15 +19,16 @@ from typing import Any, Generic, overload
 from typing_extensions import TypeVar
 
 from . import _logging
+from ._core.bag import DataBag
 from ._core.callbacks import Callback, compile_callback, type_name, validate_timeout
 from ._core.drivers import drive, drive_async
 from ._core.plan import Plan, StepNode
-from ._core.result import RunResult
+from ._core.result import Finished, RunResult, result_of
 from ._core.retry import RetryPolicy, as_policy
 from ._core.runs import new_run, run_async, run_plain, run_sync
 from ._core.state import RunState
 from ._core.step import Step
-from ._errors import StepDefinitionError
+from ._errors import InputError, StepDefinitionError
 from .durable.protocol import Store
 from .durable.runner import DurableRunner
 from .executors.protocol import Executor
@@ -60,6 +61,9 @@ class Coordinator(Generic[InputT]):
         key: Derives a durable run's idempotency key from its input, for
             `run` without ``key=`` and for `run_many`. It returns a ``str``
             or an ``int``.
+        strict_prechecks: A precheck error that is neither `Skip` nor
+            `ExecutionCanceled` stops the run with `PrecheckFailed`, instead
+            of skipping the job.
 
     .. versionadded:: 0.1.0
     """
@@ -70,7 +74,12 @@ class Coordinator(Generic[InputT]):
         *,
         store: Store | None = None,
         key: Callable[[InputT], str | int] | None = None,
+        strict_prechecks: bool = False,
     ) -> None:
+        strict: object = strict_prechecks  # checked at run time: callers may not be typed
+        if not isinstance(strict, bool):
+            msg = f"strict_prechecks must be a bool, got {type_name(strict_prechecks)}"
+            raise TypeError(msg)
         given: object = store
         if given is not None and not isinstance(given, Store):
             msg = (
@@ -83,7 +92,7 @@ class Coordinator(Generic[InputT]):
             msg = f"key must be a callable deriving a key from an input, got {type_name(derive)}"
             raise TypeError(msg)
         self._lock = threading.Lock()
-        self._plan = Plan.empty()
+        self._plan = Plan.empty(strict_prechecks=strict_prechecks)
         self._store = store
         self._key = key
         self._durable = None if store is None else DurableRunner(store, key)
@@ -216,7 +225,27 @@ class Coordinator(Generic[InputT]):
         name = durable.key(input, key)
         timeout = validate_timeout(timeout, "timeout")
         shared = None if values is None else _snapshot(values)
-        return durable.acquire(self._plan, input, name, shared, timeout, _logging.listener(), fresh=fresh)
+        encoded = durable.encode(name, input)
+        return durable.acquire(self._plan, input, name, encoded, shared, timeout, _logging.listener(), fresh=fresh)
+
+    def _acquire_record(
+        self,
+        input: object,  # noqa: A002
+        position: int,
+        values: Mapping[str, object] | None,
+        timeout: float | None,
+        *,
+        fresh: bool,
+    ) -> Generator[object, object, RunState | RunResult[Any]] | RunResult[Any]:
+        """As `_acquire`, for a record of `run_many`: the options are checked; a bad record gets its result."""
+        durable = self._durable
+        assert durable is not None  # noqa: S101 - only called for durable coordinators
+        try:
+            name = durable.key(input, None)
+            encoded = durable.encode(name, input)
+        except Exception as exc:  # noqa: BLE001 - the record's failure, not the batch's
+            return result_of(Finished(input, (), InputError(position, exc), DataBag(), 0, None, (), ()))
+        return durable.acquire(self._plan, input, name, encoded, values, timeout, _logging.listener(), fresh=fresh)
 
     @staticmethod
     def _not_durable(key: str | int | None, *, fresh: bool) -> None:
@@ -469,14 +498,22 @@ class _BoundRun(Generic[InputT]):
         """Whether the flow has ``async def`` callbacks."""
         return self._coordinator._plan.has_async  # noqa: SLF001 - this module's own class
 
-    def run(self, input: InputT, /) -> RunResult[InputT]:  # noqa: A002
+    def run(self, input: InputT, position: int, /) -> RunResult[InputT]:  # noqa: A002
         """Run once, from plain code."""
-        if self._fresh:
-            return self._coordinator.run(input, values=self._values, timeout=self._timeout, fresh=True)
-        return self._coordinator.run(input, values=self._values, timeout=self._timeout)
+        coordinator = self._coordinator
+        if coordinator._durable is None:  # noqa: SLF001 - this module's own class
+            return coordinator.run(input, values=self._values, timeout=self._timeout)
+        prepared = coordinator._acquire_record(input, position, self._values, self._timeout, fresh=self._fresh)  # noqa: SLF001
+        if not isinstance(prepared, RunResult):
+            prepared = drive(prepared)
+        return prepared if isinstance(prepared, RunResult) else run_sync(prepared)
 
-    async def run_async(self, input: InputT, /) -> RunResult[InputT]:  # noqa: A002
+    async def run_async(self, input: InputT, position: int, /) -> RunResult[InputT]:  # noqa: A002
         """Run once, inside a running event loop."""
-        if self._fresh:
-            return await self._coordinator.run_async(input, values=self._values, timeout=self._timeout, fresh=True)
-        return await self._coordinator.run_async(input, values=self._values, timeout=self._timeout)
+        coordinator = self._coordinator
+        if coordinator._durable is None:  # noqa: SLF001 - this module's own class
+            return await coordinator.run_async(input, values=self._values, timeout=self._timeout)
+        prepared = coordinator._acquire_record(input, position, self._values, self._timeout, fresh=self._fresh)  # noqa: SLF001
+        if not isinstance(prepared, RunResult):
+            prepared = await drive_async(prepared)
+        return prepared if isinstance(prepared, RunResult) else await run_async(prepared)

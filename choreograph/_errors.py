@@ -383,3 +383,48 @@ class UnstorableOutput(ChoreographError, TypeError):
 
     def __str__(self) -> str:
         return f"{self.phase} of step {self.step!r} returned a {self.type_name} the store can't encode: {self.problem}"
+
+
+class PrecheckFailed(_WrapsError):
+    """
+    A precheck failed under ``Coordinator(strict_prechecks=True)``, so the run stopped.
+
+    Raised as the run's fatal error for a precheck error that is neither
+    `Skip` nor `ExecutionCanceled` (those keep their meaning).
+
+    Attributes:
+        step: The step's name.
+        error: The precheck's original error (also ``__cause__``).
+
+    .. versionadded:: 0.2.0
+    """
+
+    def __init__(self, step: str, error: BaseException) -> None:
+        super().__init__(step, error)
+        self.step, self.error = step, error
+        self.__cause__ = error
+
+    def __str__(self) -> str:
+        return f"precheck of step {self.step!r} failed: {type(self.error).__name__}: {self.error}"
+
+
+class InputError(_WrapsError):
+    """
+    A record of `Coordinator.run_many` could not be run: its key could not be derived, or it can't be stored.
+
+    It is that record's fatal error; the batch goes on with the other records.
+
+    Attributes:
+        position: The record's position in the input stream, from 0.
+        error: What went wrong (also ``__cause__``).
+
+    .. versionadded:: 0.2.0
+    """
+
+    def __init__(self, position: int, error: BaseException) -> None:
+        super().__init__(position, error)
+        self.position, self.error = position, error
+        self.__cause__ = error
+
+    def __str__(self) -> str:
+        return f"record {self.position} can't be run: {type(self.error).__name__}: {self.error}"

@@ -50,6 +50,8 @@ def log(event: RunEvent) -> None:
 def _callback_finished(event: CallbackFinished) -> None:
     error = event.error
     if error is None:
+        if event.outcome == "skipped":
+            logger.debug("step {step} job skipped by its precheck", run_id=event.run_id, step=event.step, phase="job")
         return
     fields = {"run_id": event.run_id, "step": event.step, "phase": event.phase, "error": error}
     if event.phase == "job":
@@ -61,7 +63,7 @@ def _callback_finished(event: CallbackFinished) -> None:
     elif isinstance(error, ExecutionCanceled):
         logger.warning("step {step} precheck canceled the run: {error!r}", **fields)
     else:
-        logger.warning("step {step} precheck failed, job skipped: {error!r}", **fields)
+        logger.warning("step {step} precheck failed: {error!r}", **fields)
 
 
 def _callback_started(event: CallbackStarted) -> None:

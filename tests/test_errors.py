@@ -13,10 +13,12 @@ from choreograph import (
     Context,
     Coordinator,
     ExecutionCanceled,
+    InputError,
     JobFailed,
     KeyBusy,
     NoDataBagInContext,
     PoisonedRun,
+    PrecheckFailed,
     RunCancelled,
     RunResult,
     Skip,
@@ -272,6 +274,8 @@ EXCEPTIONS = {
     CallbackFailure: (),
     StepError: (),
     CallbackTimeout: (TimeoutError,),
+    PrecheckFailed: (),
+    InputError: (),
 }
 
 
@@ -310,6 +314,8 @@ def test_every_public_exception_is_a_choreograph_error():
         ),
         (CodecError("bad tag"), {"problem": "bad tag"}),
         (StoredError("app.Boom", "it broke"), {"type_name": "app.Boom", "message": "it broke"}),
+        (PrecheckFailed("check", KeyError("amout")), {"step": "check"}),
+        (InputError(7, TypeError("no")), {"position": 7}),
     ],
 )
 def test_durable_run_errors_survive_pickling_with_their_fields(error, fields):
@@ -317,6 +323,10 @@ def test_durable_run_errors_survive_pickling_with_their_fields(error, fields):
     copy = roundtrip(error)
     assert {name: getattr(copy, name) for name in fields} == fields
     assert isinstance(copy, ChoreographError)
+    assert (type(copy), str(copy)) == (type(error), str(error))
+    if hasattr(error, "error"):  # wrapping errors restore their cause
+        assert copy.__cause__ is copy.error
+        assert (type(copy.error), copy.error.args) == (type(error.error), error.error.args)
 
 
 def test_store_error_is_an_oserror_whose_args_are_its_fields():

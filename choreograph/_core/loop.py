@@ -132,7 +132,7 @@ def conclude(run: RunState, entry: Entry, called: Called, seconds: float) -> Ver
         record.finished(run, name, role, "canceled", called.attempts, seconds, fatal)
         return Verdict.STOP
     err = called.error
-    outcome, verdict = decide(role, err)
+    outcome, verdict = decide(role, err, strict=run.plan.strict_prechecks)
     stored: object = MISSING  # what went into the DataBag
     if err is None:
         if cb.has_output:

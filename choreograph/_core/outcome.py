@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 
-from .._errors import ChoreographError, ExecutionCanceled, JobFailed, Phase
+from .._errors import ChoreographError, ExecutionCanceled, JobFailed, Phase, PrecheckFailed, Skip
 from .result import Outcome
 
 
@@ -26,13 +26,17 @@ class Verdict(enum.IntEnum):
     STOP = 2
 
 
-def decide(phase: Phase, error: BaseException | None) -> tuple[Outcome, Verdict]:
+def decide(phase: Phase, error: BaseException | None, *, strict: bool = False) -> tuple[Outcome, Verdict]:
     """
     Classify a callback's result: its trace outcome, and what the run does next.
 
     A job's error stops the run. A precheck's `ExecutionCanceled` stops it too
-    ("canceled"); any other precheck error skips the job. A compensation's
-    error never stops the others.
+    ("canceled"); `Skip` skips the job; any other precheck error skips the job
+    too, or stops the run when *strict* (``strict_prechecks``). A
+    compensation's error never stops the others.
+
+    >>> decide("precheck", KeyError("amout"), strict=True)
+    ('failed', <Verdict.STOP: 2>)
     """
     if error is None:
         return "ok", Verdict.GO_ON
@@ -42,6 +46,8 @@ def decide(phase: Phase, error: BaseException | None) -> tuple[Outcome, Verdict]
         return "failed", Verdict.GO_ON
     if isinstance(error, ExecutionCanceled):
         return "canceled", Verdict.STOP
+    if strict and not isinstance(error, Skip):
+        return "failed", Verdict.STOP
     return "failed", Verdict.SKIP_JOB
 
 
@@ -51,8 +57,11 @@ def fatal_error(step: str, phase: Phase, error: BaseException) -> ChoreographErr
 
     >>> fatal_error("book", "job", KeyError("id"))
     JobFailed('book', KeyError('id'))
+    >>> fatal_error("book", "precheck", KeyError("amout"))
+    PrecheckFailed('book', KeyError('amout'))
     """
     if phase == "job":
         return JobFailed(step, error)
-    assert isinstance(error, ExecutionCanceled)  # noqa: S101 - `decide` stops a run only for these
-    return error
+    if isinstance(error, ExecutionCanceled):
+        return error
+    return PrecheckFailed(step, error)

@@ -82,6 +82,7 @@ class Plan:
         compensates: Whether any step has a compensation.
         has_async: Whether any callback is ``async def``.
         takes_context: Whether any callback takes the context.
+        strict_prechecks: A precheck's error (but `Skip`) stops the run.
         fast: The generated fast path (see `choreograph._core.fastpath`).
     """
 
@@ -95,11 +96,13 @@ class Plan:
         "root",
         "size",
         "steps",
+        "strict_prechecks",
         "takes_context",
     )
 
-    def __init__(self, root: Sequence) -> None:
+    def __init__(self, root: Sequence, *, strict_prechecks: bool = False) -> None:
         self.root = root
+        self.strict_prechecks = strict_prechecks
         self.steps = tuple(root.leaves())
         entries: list[Entry] = []
         for st in self.steps:
@@ -117,9 +120,9 @@ class Plan:
 
     def add(self, step: StepNode) -> Plan:
         """A new plan: this one's steps, then *step*."""
-        return Plan(Sequence((*self.root.children, step)))
+        return Plan(Sequence((*self.root.children, step)), strict_prechecks=self.strict_prechecks)
 
     @classmethod
-    def empty(cls) -> Plan:
+    def empty(cls, *, strict_prechecks: bool = False) -> Plan:
         """The plan of a coordinator without steps."""
-        return cls(Sequence(()))
+        return cls(Sequence(()), strict_prechecks=strict_prechecks)

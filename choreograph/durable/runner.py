@@ -58,7 +58,11 @@ class DurableRunner:
             if self.key_of is None:
                 msg = "a durable run needs a key: pass run(..., key=...) or Coordinator(key=...)"
                 raise TypeError(msg)
-            key = self.key_of(input)
+            try:
+                key = self.key_of(input)
+            except Exception as exc:
+                exc.add_note(f"choreograph: raised by Coordinator(key={self.key_of!r}) deriving the key of {input!r}")
+                raise
         if isinstance(key, bool) or not isinstance(key, str | int):
             msg = f"a durable run's key must be a str or an int, got {type_name(key)}"
             raise TypeError(msg)
@@ -68,11 +72,19 @@ class DurableRunner:
             raise ValueError(msg)
         return key
 
+    def encode(self, key: str, input: object) -> str:  # noqa: A002
+        """The run's input, encoded for the store; `TypeError` when the codec can't."""
+        try:
+            return self.store.codec.encode(input)
+        except CodecError as exc:
+            raise TypeError(f"the input of key {key!r} can't be stored: {exc}") from exc
+
     def acquire(
         self,
         plan: Plan,
         input: object,  # noqa: A002
         key: str,
+        encoded: str,
         values: Mapping[str, object] | None,
         timeout: float | None,
         emit: Callable[[RunEvent], None] | None,
@@ -82,13 +94,11 @@ class DurableRunner:
         """
         Take *key*'s lease, waiting while another holder runs it (at most the lease and a second).
 
+        *encoded* is the input as `encode` gives it.
+
         Returns:
             The run, set up to resume from the store; or the result, when nothing is to run.
         """
-        try:
-            encoded = self.store.codec.encode(input)
-        except CodecError as exc:
-            raise TypeError(f"the input of key {key!r} can't be stored: {exc}") from exc
         give_up = _monotonic() + self.store.lease + 1.0
         while True:
             begun = self._begin(key, encoded, fresh=fresh)

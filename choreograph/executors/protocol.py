@@ -31,12 +31,17 @@ class RunJob(Protocol[InputT]):
         """Whether the flow has ``async def`` callbacks: its runs are best served on one event loop."""
         ...
 
-    def run(self, input: InputT, /) -> RunResult[InputT]:  # noqa: A002
-        """Run once, from plain code."""
+    def run(self, input: InputT, position: int, /) -> RunResult[InputT]:  # noqa: A002
+        """
+        Run once for *input*, from plain code.
+
+        *position* is the input's position in the stream, from 0: a record
+        that can't be run gets a failed result naming it (`InputError`).
+        """
         ...
 
-    async def run_async(self, input: InputT, /) -> RunResult[InputT]:  # noqa: A002
-        """Run once, inside a running event loop."""
+    async def run_async(self, input: InputT, position: int, /) -> RunResult[InputT]:  # noqa: A002
+        """Run once, inside a running event loop (see `run`)."""
         ...
 
 

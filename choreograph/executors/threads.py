@@ -1,14 +1,27 @@
-"""`ThreadExecutor`: runs on a pool of threads, inputs in batches sized to the runs' duration."""
+"""
+`ThreadExecutor`: runs on daemon worker threads that each take the next input when they are free.
+
+Each worker takes one input at a time from the shared input iterator, so a
+slow run holds up only its own worker: the others go on with the next
+inputs. At most ``2 * workers`` inputs are taken and not yet yielded (the
+window), so memory stays bounded whatever the stream. A flow with
+``async def`` callbacks runs each worker's runs on one event loop of its own,
+instead of starting a loop per run.
+
+The calling thread only collects results. When it is interrupted
+(``KeyboardInterrupt``), or closes the iterator, the workers stop taking
+inputs, the runs in flight finish, and then the interruption goes on; a
+second interruption while waiting stops waiting. The workers are daemon
+threads: none of them keeps the process alive.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
-import time
-from collections import deque
+import queue
+import threading
 from collections.abc import Generator, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Final, Generic, TypeVar
 
 from .._core.callbacks import type_name
@@ -17,7 +30,9 @@ from .protocol import RunJob
 
 InputT = TypeVar("InputT")
 
-_Batch = Future[tuple[list[RunResult[InputT]], float]]
+#: What a worker reports: ``(position, result)``, ``(position, error)``, or `_DONE` when it stops.
+_Report = tuple[int, "RunResult[InputT] | BaseException"]
+_DONE: Final = (-1, None)
 
 
 def default_workers() -> int:
@@ -45,24 +60,13 @@ def check_workers(workers: object) -> int:
 
 class ThreadExecutor:
     """
-    Run on a pool of *workers* threads (the default executor of `Coordinator.run_many`).
-
-    A task per input costs a pool round trip (tens of microseconds), more than
-    a short run itself; so inputs go to the pool in batches, run one after the
-    other, sized so that a task lasts about `TASK_SECONDS`. Batches start at
-    one input and grow (up to `MAX_BATCH`) only while runs are short, so slow
-    runs still spread over every worker. At most two tasks per worker are in
-    flight. When the flow has ``async def`` callbacks, a batch runs on one
-    event loop instead of starting a loop per run.
+    Run on *workers* threads (the default executor of `Coordinator.run_many`).
 
     Args:
         workers: Threads (default: ``min(32, cpu_count + 4)``).
 
     .. versionadded:: 0.2.0
     """
-
-    TASK_SECONDS: Final = 0.002
-    MAX_BATCH: Final = 256
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = check_workers(workers)
@@ -73,64 +77,96 @@ class ThreadExecutor:
     def map(
         self, job: RunJob[InputT], inputs: Iterator[InputT], *, ordered: bool
     ) -> Generator[RunResult[InputT], None, None]:
-        """Yield one result per input (see `Executor.map`); closing the generator shuts the pool down."""
-        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="choreograph")
-        batches = _Batches(job, inputs, self.TASK_SECONDS, self.MAX_BATCH)
+        """Yield one result per input (see `Executor.map`); closing the generator stops the workers."""
+        pool = _Pool(job, inputs, self.workers, 2 * self.workers)
+        pool.start()
         try:
-            if ordered:
-                yield from batches.ordered(pool, 2 * self.workers)
-            else:
-                yield from batches.unordered(pool, 2 * self.workers)
+            yield from pool.results(ordered=ordered)
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.stop()
 
 
-class _Batches(Generic[InputT]):
-    """Feed a pool with batches of inputs, and read their results back."""
+class _Pool(Generic[InputT]):
+    """The workers of one `ThreadExecutor.map` call, and the queue of their reports."""
 
-    def __init__(self, job: RunJob[InputT], inputs: Iterator[InputT], task_seconds: float, max_batch: int) -> None:
+    def __init__(self, job: RunJob[InputT], inputs: Iterator[InputT], workers: int, window: int) -> None:
         self._job, self._inputs = job, inputs
-        self._task_seconds, self._max_batch = task_seconds, max_batch
-        self._size = 1
+        self._taking = threading.Lock()  # one worker at a time takes from the input iterator
+        self._position = 0
+        self._free = threading.Semaphore(window)  # inputs that may be taken before their results are yielded
+        self._stopping = threading.Event()
+        self._reports: queue.SimpleQueue[_Report[InputT] | tuple[int, None]] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"choreograph-{index}", daemon=True) for index in range(workers)
+        ]
+        self._running = 0
 
-    def _task(self, items: list[InputT]) -> tuple[list[RunResult[InputT]], float]:
-        started = time.perf_counter()
-        job = self._job
-        results = asyncio.run(self._on_one_loop(items)) if job.is_async else [job.run(item) for item in items]
-        return results, time.perf_counter() - started
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+        self._running = len(self._threads)
 
-    async def _on_one_loop(self, items: list[InputT]) -> list[RunResult[InputT]]:
-        return [await self._job.run_async(item) for item in items]
+    def _take(self) -> tuple[int, InputT] | None:
+        """The next input and its position, or None when there is none or the pool stops."""
+        while not self._free.acquire(timeout=0.1):
+            if self._stopping.is_set():
+                return None
+        with self._taking:
+            if self._stopping.is_set():
+                self._free.release()
+                return None
+            try:
+                item = next(self._inputs)
+            except StopIteration:
+                self._stopping.set()
+                self._free.release()
+                return None
+            position = self._position
+            self._position += 1
+        return position, item
 
-    def _submit(self, pool: ThreadPoolExecutor) -> _Batch[InputT] | None:
-        items = list(itertools.islice(self._inputs, self._size))
-        return pool.submit(self._task, items) if items else None
+    def _work(self) -> None:
+        try:
+            if self._job.is_async:
+                asyncio.run(self._work_async())
+            else:
+                run = self._job.run
+                while (taken := self._take()) is not None:
+                    self._reports.put((taken[0], run(taken[1], taken[0])))
+        except BaseException as exc:  # noqa: BLE001 - reported to the consumer, which raises it
+            self._stopping.set()
+            self._reports.put((-1, exc))
+        finally:
+            self._reports.put(_DONE)
 
-    def _results(self, future: _Batch[InputT]) -> list[RunResult[InputT]]:
-        results, seconds = future.result()
-        per_run = seconds / len(results)
-        fits = int(self._task_seconds / per_run) if per_run else self._max_batch
-        self._size = max(1, min(self._max_batch, fits))
-        return results
+    async def _work_async(self) -> None:
+        run = self._job.run_async
+        while (taken := self._take()) is not None:
+            self._reports.put((taken[0], await run(taken[1], taken[0])))
 
-    def ordered(self, pool: ThreadPoolExecutor, window: int) -> Iterator[RunResult[InputT]]:
-        """Yield results in input order."""
-        queue: deque[_Batch[InputT]] = deque()
-        while True:
-            while len(queue) < window and (future := self._submit(pool)) is not None:
-                queue.append(future)
-            if not queue:
-                return
-            yield from self._results(queue.popleft())
+    def results(self, *, ordered: bool) -> Iterator[RunResult[InputT]]:
+        """Yield the results as they come (or in input order), until every worker stopped."""
+        waiting: dict[int, RunResult[InputT]] = {}
+        following = 0
+        while self._running:
+            position, report = self._reports.get()
+            if report is None:
+                self._running -= 1
+                continue
+            if isinstance(report, BaseException):
+                raise report
+            if not ordered:
+                self._free.release()
+                yield report
+                continue
+            waiting[position] = report
+            while following in waiting:
+                self._free.release()
+                yield waiting.pop(following)
+                following += 1
 
-    def unordered(self, pool: ThreadPoolExecutor, window: int) -> Iterator[RunResult[InputT]]:
-        """Yield results as their batches complete."""
-        pending: set[_Batch[InputT]] = set()
-        while True:
-            while len(pending) < window and (future := self._submit(pool)) is not None:
-                pending.add(future)
-            if not pending:
-                return
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for finished in done:
-                yield from self._results(finished)
+    def stop(self) -> None:
+        """Stop taking inputs and wait for the runs in flight (a second interruption stops the wait)."""
+        self._stopping.set()
+        for thread in self._threads:
+            thread.join()
