@@ -399,11 +399,14 @@ class Coordinator(Generic[InputT]):
         Run the steps once per input, on a pool of threads (or another executor).
 
         *inputs* is consumed lazily, so memory stays bounded for any number
-        of inputs: at most ``2 * workers`` tasks are in flight, each a batch of
-        inputs run one after the other (see `ThreadExecutor`). Runs are
-        isolated: a fatal error in one never affects another. Closing the
-        iterator (or dropping it) stops submitting, waits for the runs in
-        flight and shuts the pool down.
+        of inputs: each worker takes the next input when it is free (a slow
+        run holds up only its own worker), and at most ``2 * workers`` inputs
+        (growing to ``2 * workers + 1024`` while results are taken) are in
+        flight. Runs are isolated: a fatal error in one never affects another,
+        and a record of a durable batch that can't be run gets a failed result
+        with `InputError`. Closing the iterator (or dropping it) stops taking
+        inputs, waits for the runs in flight and stops the workers; so does
+        Ctrl-C, which is raised once they stopped.
 
         Args:
             inputs: Any iterable but a ``str`` or ``bytes``.

@@ -3,8 +3,9 @@
 
 Each worker takes one input at a time from the shared input iterator, so a
 slow run holds up only its own worker: the others go on with the next
-inputs. At most ``2 * workers`` inputs are taken and not yet yielded (the
-window), so memory stays bounded whatever the stream. A flow with
+inputs. At most ``2 * workers`` inputs are taken and not yet yielded at
+first (the window); the window grows by one per result yielded, up to
+1,024 more, so memory stays bounded whatever the stream. A flow with
 ``async def`` callbacks runs each worker's runs on one event loop of its own,
 instead of starting a loop per run.
 
@@ -21,6 +22,7 @@ import asyncio
 import os
 import queue
 import threading
+import time
 from collections.abc import Generator, Iterator
 from typing import Final, Generic, TypeVar
 
@@ -33,6 +35,11 @@ InputT = TypeVar("InputT")
 #: What a worker reports: ``(position, result)``, ``(position, error)``, or `_DONE` when it stops.
 _Report = tuple[int, "RunResult[InputT] | BaseException"]
 _DONE: Final = (-1, None)
+
+#: Seconds a worker waits before looking again when the window is full.
+_FULL: Final = 0.0005
+#: How far the window grows beyond its start (see `_Pool._take`).
+_GROWTH: Final = 1024
 
 
 def default_workers() -> int:
@@ -90,10 +97,10 @@ class _Pool(Generic[InputT]):
     """The workers of one `ThreadExecutor.map` call, and the queue of their reports."""
 
     def __init__(self, job: RunJob[InputT], inputs: Iterator[InputT], workers: int, window: int) -> None:
-        self._job, self._inputs = job, inputs
+        self._job, self._inputs, self._window = job, inputs, window
         self._taking = threading.Lock()  # one worker at a time takes from the input iterator
-        self._position = 0
-        self._free = threading.Semaphore(window)  # inputs that may be taken before their results are yielded
+        self._taken = 0  # inputs taken (the next input's position); written under `_taking`
+        self._yielded = 0  # results yielded; written by the consumer only
         self._stopping = threading.Event()
         self._reports: queue.SimpleQueue[_Report[InputT] | tuple[int, None]] = queue.SimpleQueue()
         self._threads = [
@@ -108,22 +115,23 @@ class _Pool(Generic[InputT]):
 
     def _take(self) -> tuple[int, InputT] | None:
         """The next input and its position, or None when there is none or the pool stops."""
-        while not self._free.acquire(timeout=0.1):
-            if self._stopping.is_set():
-                return None
-        with self._taking:
-            if self._stopping.is_set():
-                self._free.release()
-                return None
-            try:
-                item = next(self._inputs)
-            except StopIteration:
-                self._stopping.set()
-                self._free.release()
-                return None
-            position = self._position
-            self._position += 1
-        return position, item
+        while True:
+            with self._taking:
+                if self._stopping.is_set():
+                    return None
+                # The window: 2 per worker to start with, growing with the results taken (up
+                # to `_GROWTH` more), so that the first results come after few inputs and a
+                # long stream of short runs doesn't wait on the consumer's every result.
+                if self._taken - self._yielded < self._window + min(self._yielded, _GROWTH):
+                    try:
+                        item = next(self._inputs)
+                    except StopIteration:
+                        self._stopping.set()
+                        return None
+                    position = self._taken
+                    self._taken = position + 1
+                    return position, item
+            time.sleep(_FULL)  # the window is full: the consumer has results to take first
 
     def _work(self) -> None:
         try:
@@ -156,12 +164,12 @@ class _Pool(Generic[InputT]):
             if isinstance(report, BaseException):
                 raise report
             if not ordered:
-                self._free.release()
+                self._yielded += 1
                 yield report
                 continue
             waiting[position] = report
             while following in waiting:
-                self._free.release()
+                self._yielded += 1
                 yield waiting.pop(following)
                 following += 1
 
