@@ -64,7 +64,7 @@ def fairness(name: str, make: Callable[[], tuple[Coordinator[int], list[int]]], 
     for _ in range(rounds):
         ours.append(timed(lambda: list(coordinator.run_many(records, workers=32))))
         with ThreadPoolExecutor(32) as pool:
-            pools.append(timed(lambda: list(pool.map(coordinator.run, records))))  # noqa: B023 - used at once
+            pools.append(timed(lambda: list(pool.map(coordinator.run, records))))
     ratio = min(ours) / min(pools)
     print(f"{name:<34} run_many {min(ours):6.3f} s | ThreadPoolExecutor(32).map {min(pools):6.3f} s: ratio {ratio:.2f}")
     return ratio
@@ -101,7 +101,7 @@ INTERRUPTED = textwrap.dedent(
 
 def ctrl_c() -> float:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with subprocess.Popen([sys.executable, "-c", INTERRUPTED], env=env, stderr=subprocess.DEVNULL) as process:
+    with subprocess.Popen([sys.executable, "-c", INTERRUPTED], env=env, stderr=subprocess.DEVNULL) as process:  # noqa: S603 - our own script
         time.sleep(4)
         sent = time.perf_counter()
         process.send_signal(signal.SIGINT)
