@@ -12,8 +12,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e . --group dev
 	touch $(STAMP)
 
-demo: $(STAMP)
-	$(BIN)/python examples/statements.py
+DEMO_VENV := .venv-demo
+
+$(DEMO_VENV)/.installed: pyproject.toml  # the package and its runtime dependencies only
+	$(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/python -m pip install -q -e .
+	touch $@
+
+demo: $(DEMO_VENV)/.installed
+	$(DEMO_VENV)/bin/python examples/statements.py
 
 test: lint typecheck docs pytest
 
@@ -38,4 +45,4 @@ bench: $(STAMP)  # add --strict to a script to make a missed target fail
 	$(BIN)/python benchmarks/durable.py
 
 clean:
-	rm -rf $(VENV) .coverage .coverage.* .mypy_cache .ruff_cache site
+	rm -rf $(VENV) $(DEMO_VENV) .coverage .coverage.* .mypy_cache .ruff_cache site

@@ -143,7 +143,13 @@ def summarize(title: str, results: list[RunResult[Statement]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    path = args[0] if args else str(Path(tempfile.mkdtemp(prefix="statements-")) / "statements.db")
+    if args:  # the files are kept: run again with the same path to see every key restored
+        return demo(args[0])
+    with tempfile.TemporaryDirectory(prefix="statements-") as folder:  # removed afterwards
+        return demo(str(Path(folder) / "statements.db"))
+
+
+def demo(path: str) -> int:
     print(f"business database: {path}")
     database = Database(path)
     conn = database.connection()
@@ -181,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"store: {statuses.count('ok')} of {len(statuses)} keys ok ({store.path})")
     (counts,) = conn.execute("SELECT (SELECT count(*) FROM statements), (SELECT count(*) FROM statement_lines)")
     print(f"database: {counts[0]} statements, {counts[1]} lines")
-    print(f"run it again on the same file to see every key restored: python examples/statements.py {path}")
+    print("run it with a file to keep, twice, to see every key restored: python examples/statements.py statements.db")
     store.close()
     database.close()
     return 0

@@ -152,3 +152,36 @@ def test_runs_are_told_apart(log_records):
     first, second = coordinator.run(), coordinator.run()
     ids = {r["extra"].get("run_id") for r in choreograph_records(log_records)}
     assert {first.run_id, second.run_id} <= ids
+
+
+GUIDE_SNIPPET = """
+from loguru import logger
+from choreograph import Coordinator, Skip, Step
+
+def skip() -> None:
+    raise Skip("already there")
+
+flow = Coordinator([Step("a", lambda: 1, precheck=skip), Step("b", lambda: 2)])
+logger.enable("choreograph")
+try:
+    first = flow.run()
+finally:
+    logger.disable("choreograph")
+second = flow.run()
+print(first.run_id, second.run_id)
+"""
+
+
+def test_the_guides_way_prints_each_record_once_and_turns_logging_off_again():
+    """As the logging guide shows: each record once on stderr (loguru's default sink), nothing after disabling."""
+    done = subprocess.run([sys.executable, "-c", GUIDE_SNIPPET], capture_output=True, text=True, check=True)
+    first, second = done.stdout.split()
+    lines = [line for line in done.stderr.splitlines() if "choreograph" in line]
+    assert [line.split(" - ", 1)[1] for line in lines] == [
+        f"run {first} started",
+        "step a skipped by its precheck: already there",
+        "step a job skipped by its precheck",
+        f"run {first} finished ok",
+    ]
+    assert [line.split("|")[1].strip() for line in lines] == ["INFO", "DEBUG", "DEBUG", "INFO"]
+    assert f"run {second}" not in done.stderr
