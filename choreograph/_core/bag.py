@@ -183,23 +183,22 @@ class DataBag:
 _new_bag = DataBag.__new__
 
 
-def run_bag(known: Mapping[str, str]) -> tuple[DataBag, dict[str, object], dict[str, object]]:
+def bag_over(known: Mapping[str, str], precheck: dict[str, object], job: dict[str, object]) -> DataBag:
     """
-    Make a run's bag, and return it with its precheck and job tables.
+    Make the bag of a run over its precheck and job tables.
 
-    This module's internal interface for the run loop: it writes outputs
-    straight into the tables (one dictionary store per output, the same
-    operation as `DataBag.set_job_data` minus a call and a ``casefold``, as
-    keys are folded once per plan), and a run makes its bag without
-    ``__init__``'s argument handling.
+    This module's internal interface for the run loop: the loop writes
+    outputs straight into the tables (one dictionary store per output, the
+    same operation as `DataBag.set_job_data` minus a call and a ``casefold``,
+    as keys are folded once per plan), and a run makes its bag only when
+    someone asks for it, without ``__init__``'s argument handling.
 
-    >>> bag, precheck, job = run_bag({"load": "Load"})
+    >>> job = {}
+    >>> bag = bag_over({"load": "Load"}, {}, job)
     >>> job["load"] = 1
     >>> bag.get_job_data("LOAD"), list(bag)
     (1, ['Load'])
     """
     bag = _new_bag(DataBag)
-    precheck: dict[str, object] = {}
-    job: dict[str, object] = {}
     bag._job, bag._precheck, bag._known, bag._names = job, precheck, known, _NO_NAMES  # noqa: SLF001 - its own class
-    return bag, precheck, job
+    return bag

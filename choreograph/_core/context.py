@@ -10,7 +10,8 @@ always those of the callback reading them.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
+from threading import get_ident
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from loguru import logger as _logger
@@ -30,19 +31,56 @@ class RunView(Protocol):
 
     input: Any
     values: Mapping[str, object]
-    bag: DataBag
     errors: list[StepError]
     run_id: int
     key: str | None
     fatal: ChoreographError | None
+
+    @property
+    def bag(self) -> DataBag:
+        """The run's DataBag."""
+        ...
 
     def fast_label(self) -> tuple[str, Phase]:
         """The step and phase of the callback running on the fast path."""
         ...
 
 
-#: The state of the run whose callback is running, in this thread or task.
-current: ContextVar[RunView] = ContextVar("choreograph_run")
+#: The runs going on in this thread or task, innermost last, with the thread that owns the list (see `runs_here`).
+_runs: ContextVar[tuple[int, list[RunView]]] = ContextVar("choreograph_runs")
+
+
+def runs_here() -> list[RunView]:
+    """
+    The stack of runs going on here: a plain run pushes itself, and pops itself when it ends.
+
+    Setting a context variable per run costs more than all the rest of a
+    short run's set-up (a new context mapping and a token each time), so a
+    plain run pushes onto a list that the context variable holds instead.
+    That is safe because a plain run never lets another task of its thread
+    run in its middle, and a list is used only by the thread that made it (a
+    context copied into another thread, as by `asyncio.to_thread`, gets a
+    list of its own there); `own_runs` gives an async run a list of its own,
+    as tasks that interleave must not share one.
+    """
+    held = _runs.get(None)
+    thread = get_ident()
+    if held is None or held[0] != thread:
+        stack: list[RunView] = []
+        _runs.set((thread, stack))
+        return stack
+    return held[1]
+
+
+def own_runs(run: RunView) -> Token[tuple[int, list[RunView]]]:
+    """Give the calling task its own stack of runs, holding *run*; reset the token when the run ends."""
+    return _runs.set((get_ident(), [run]))
+
+
+def end_own_runs(token: Token[tuple[int, list[RunView]]]) -> None:
+    """Give the calling task back the stack it had before `own_runs`."""
+    _runs.reset(token)
+
 
 _new_context = object.__new__
 
@@ -166,7 +204,7 @@ def get_data_bag() -> DataBag:
 
     .. versionadded:: 0.1.0
     """
-    try:
-        return current.get().bag
-    except LookupError:
-        raise NoDataBagInContext from None
+    held = _runs.get(None)
+    if held is None or not held[1]:
+        raise NoDataBagInContext
+    return held[1][-1].bag

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from ..events import RunEvent
 from . import record
-from .context import Context, current
+from .context import Context, context_for, end_own_runs, own_runs, runs_here
 from .drivers import drive, drive_async
 from .loop import Loop, context_of, execute, hand_over
 from .plan import Plan
@@ -23,21 +23,26 @@ from .state import RunState, set_deadline
 
 _run_ids: Final = itertools.count(1)
 _clock_ns: Final = time.perf_counter_ns
+_new_state: Final = RunState.__new__
 
 
 def run_plain(plan: Plan, input: object) -> RunResult[Any]:  # noqa: A002
     """Run *plan* once for *input*: no timeout, no values, no listener."""
-    run = RunState(plan, input, None, next(_run_ids))
-    ctx = context_of(run)
+    # RunState(plan, input, None, run_id), without the call: its attributes are this package's interface.
+    run = _new_state(RunState)
+    run.plan, run.input, run.errors, run.run_id = plan, input, [], next(_run_ids)
+    run.precheck_data, run.job_data = {}, {}
+    ctx = context_for(run) if plan.takes_context else None
     run.stamps = stamps = [0] * plan.size
-    token = current.set(run)
+    here = runs_here()
+    here.append(run)
     try:
         stamps[0] = _clock_ns()
         stopped = plan.fast(ctx, run, input, run.precheck_data, run.job_data, stamps)
         if stopped >= 0:
             drive(hand_over(run, ctx, stopped))
     finally:
-        current.reset(token)
+        here.pop()
     return result_of(run)
 
 
@@ -88,7 +93,8 @@ def finish(run: RunState) -> RunResult[Any]:
 
 def run_sync(run: RunState) -> RunResult[Any]:
     """Run *run* from plain code (see `drive`)."""
-    token = current.set(run)
+    here = runs_here()
+    here.append(run)
     try:
         _, loop = start(run)
         if loop is not None:
@@ -98,13 +104,13 @@ def run_sync(run: RunState) -> RunResult[Any]:
             run.recorder.interrupted()
         raise
     finally:
-        current.reset(token)
+        here.pop()
     return finish(run)
 
 
 async def run_async(run: RunState) -> RunResult[Any]:
     """Run *run* inside the running event loop (see `drive_async`)."""
-    token = current.set(run)
+    token = own_runs(run)
     try:
         _, loop = start(run)
         if loop is not None:
@@ -114,5 +120,5 @@ async def run_async(run: RunState) -> RunResult[Any]:
             run.recorder.interrupted()
         raise
     finally:
-        current.reset(token)
+        end_own_runs(token)
     return finish(run)

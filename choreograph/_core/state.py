@@ -17,7 +17,7 @@ from typing import Final, Protocol
 
 from .._errors import ChoreographError, Phase, StepError
 from ..events import RunEvent
-from .bag import run_bag
+from .bag import DataBag, bag_over
 from .plan import Plan, StepNode
 from .result import Outcome, RawCall
 
@@ -87,7 +87,7 @@ class RunState:
     Attributes:
         plan: What it runs.
         input, values, bag, run_id: As the context shows them.
-        precheck_data, job_data: The bag's tables, written by the loop (see `run_bag`).
+        precheck_data, job_data: The bag's tables, written by the loop (see `bag_over`).
         errors: The error stack.
         fatal: Why the run stopped, once it did.
         key: A durable run's key.
@@ -128,9 +128,19 @@ class RunState:
         self.input = input
         if values is not None:
             self.values = values
-        self.bag, self.precheck_data, self.job_data = run_bag(plan.names)
+        self.precheck_data: dict[str, object] = {}
+        self.job_data: dict[str, object] = {}
         self.errors: list[StepError] = []
         self.run_id = run_id
+
+    @property
+    def bag(self) -> DataBag:
+        """The run's DataBag, over its tables: made when first asked for (most runs of a batch never are)."""
+        state = self.__dict__
+        bag: DataBag | None = state.get("_bag")
+        if bag is None:  # two threads may get here at once: setdefault keeps the first bag
+            bag = state.setdefault("_bag", bag_over(self.plan.names, self.precheck_data, self.job_data))
+        return bag
 
     def fast_label(self) -> tuple[str, Phase]:
         """The step and phase of the callback running on the fast path: the one after the last timestamp."""
