@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from types import MappingProxyType
-from typing import Any, Generic, overload
+from typing import TYPE_CHECKING, Any, Generic, overload
 
 from typing_extensions import TypeVar
 
@@ -22,6 +22,7 @@ from . import _logging
 from ._core.bag import DataBag
 from ._core.callbacks import Callback, compile_callback, type_name, validate_timeout
 from ._core.drivers import drive, drive_async
+from ._core.generics import InputAlias, declared_input, subscript
 from ._core.plan import Plan, StepNode
 from ._core.result import Finished, RunResult, result_of
 from ._core.retry import RetryPolicy, as_policy
@@ -36,6 +37,7 @@ from .executors.threads import ThreadExecutor, check_workers
 
 InputT = TypeVar("InputT", default=object)  # `Coordinator()` takes any input
 F = TypeVar("F", bound=Callable[..., object])
+OutT = TypeVar("OutT")
 
 
 def _snapshot(values: object) -> Mapping[str, object]:
@@ -68,6 +70,12 @@ class Coordinator(Generic[InputT]):
     .. versionadded:: 0.1.0
     """
 
+    if not TYPE_CHECKING:
+
+        def __class_getitem__(cls, params):
+            # `Coordinator[Rec](steps)` tells `__init__` its input type: see `choreograph._core.generics`.
+            return subscript(super().__class_getitem__(params), InputAlias)
+
     def __init__(
         self,
         steps: Iterable[Step] = (),
@@ -92,6 +100,8 @@ class Coordinator(Generic[InputT]):
             msg = f"key must be a callable deriving a key from an input, got {type_name(derive)}"
             raise TypeError(msg)
         self._lock = threading.Lock()
+        #: `Rec` of `Coordinator[Rec]()` (or of a subclass's base), which `Context[X]` parameters must accept.
+        self._input_type = declared_input(self, Coordinator)
         self._plan = Plan.empty(strict_prechecks=strict_prechecks)
         self._store = store
         self._key = key
@@ -119,7 +129,7 @@ class Coordinator(Generic[InputT]):
 
     # -- registering steps ----------------------------------------------------
 
-    def add_step(self, step: Step) -> Step:
+    def add_step(self, step: Step[OutT]) -> Step[OutT]:
         """
         Validate *step*, inspect its callbacks and append it to the run order.
 
@@ -127,12 +137,15 @@ class Coordinator(Generic[InputT]):
             step: Its name must be unique here, ignoring case.
 
         Returns:
-            *step*, unchanged.
+            *step*, unchanged, typed with its job's output: a handle for
+            `DataBag.job`.
 
         Raises:
-            StepDefinitionError: The name is empty or taken, or a callback
-                can't be used (the message names the step, the callback and
-                the problem).
+            StepDefinitionError: The name is empty or taken, an option is
+                wrong, or a callback can't be used (the message names the
+                step, the callback and the problem). With
+                ``Coordinator[Rec]``, a ``Context[X]`` parameter whose ``X``
+                does not accept a ``Rec`` is such a problem.
 
         .. versionadded:: 0.1.0
         """
@@ -152,6 +165,9 @@ class Coordinator(Generic[InputT]):
             raise StepDefinitionError(name, "step", str(exc)) from exc
         if timeout == 0:
             raise StepDefinitionError(name, "step", "timeout must be > 0")
+        flag: object = step.compensate_failed
+        if not isinstance(flag, bool):
+            raise StepDefinitionError(name, "step", f"compensate_failed must be a bool, got {type_name(flag)}")
         node = StepNode(
             step,
             self._compile(name, "precheck", step.precheck, retry, timeout),
@@ -166,13 +182,12 @@ class Coordinator(Generic[InputT]):
             self._plan = self._plan.add(node)
         return step
 
-    @staticmethod
     def _compile(
-        name: str, role: str, fn: Callable[..., object] | None, retry: RetryPolicy | None, timeout: float | None
+        self, name: str, role: str, fn: Callable[..., object] | None, retry: RetryPolicy | None, timeout: float | None
     ) -> Callback | None:
         if fn is None:
             return None
-        return compile_callback(name, role, fn, retry=retry, timeout=timeout)  # type: ignore[arg-type]
+        return compile_callback(name, role, fn, retry=retry, timeout=timeout, input_type=self._input_type)  # type: ignore[arg-type]
 
     def step(
         self,
@@ -196,8 +211,16 @@ class Coordinator(Generic[InputT]):
         """
 
         def register(job: F) -> F:
-            options = {"retry": retry, "compensate": compensate, "compensate_failed": compensate_failed}
-            self.add_step(Step(name, job, precheck, timeout=timeout, **options))  # type: ignore[arg-type]
+            step = Step(
+                name,
+                job,
+                precheck,
+                retry=retry,
+                compensate=compensate,
+                compensate_failed=compensate_failed,
+                timeout=timeout,
+            )
+            self.add_step(step)
             return job
 
         return register

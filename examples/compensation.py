@@ -39,7 +39,7 @@ class Shop:
     """The shop's state: stock per SKU, charges per order."""
 
     stock: dict[str, int]
-    charges: dict[str, int] = field(default_factory=dict)
+    charges: dict[str, int] = field(default_factory=dict[str, int])
     refunds_fail: bool = False  # the payment provider is down
 
 

@@ -38,9 +38,12 @@ def parse_amount(payment: Payment) -> Result[int, str]:
     return Success(int(euros) * 100 + int(cents))
 
 
+PARSE = Step("parse_amount", parse_amount)  # a Step[int]: the success type of `Result[int, str]`
+
+
 def within_limit(ctx: Context[Payment]) -> Result[int, LimitExceededError]:
-    cents = ctx.data_bag.get_job_data("parse_amount")
-    if not isinstance(cents, int) or cents > LIMIT_CENTS:
+    cents = ctx.data_bag.job(PARSE)
+    if cents > LIMIT_CENTS:
         return Failure(LimitExceededError(f"{cents} cents is over the limit"))  # an exception: kept as is
     return Success(cents)
 
@@ -49,24 +52,24 @@ def book(payment: Payment) -> IOResult[str, OSError]:
     return IOSuccess(f"BK-{payment.id}")  # as a ledger client built on `returns` would
 
 
+BOOK = Step("book", book, precheck=within_limit)  # a Step[str]
+
+
 def describe(payment: Payment, coordinator: Coordinator[Payment]) -> str:
     result = coordinator.run(payment)
     match result.to_result():
         case Success(bag) if bag.has_job_data("book"):
-            return f"booked as {bag.get_job_data('book')}"
+            return f"booked as {bag.job(BOOK)}"
         case Success(_):
             return f"not booked ({'; '.join(str(error) for error in result.errors)})"
         case Failure(JobFailed(error=CallbackFailure(value=value))):
             return f"stopped, the job returned Failure({value!r})"
-        case Failure(fatal):
-            return f"stopped: {fatal}"
-    raise AssertionError(result)  # mypy does not know that Success and Failure are all there is
+        case _:  # Failure(fatal): type checkers don't know that Success and Failure are all there is
+            return f"stopped: {result.fatal}"
 
 
 def main() -> None:
-    coordinator = Coordinator[Payment]()
-    coordinator.add_step(Step("parse_amount", parse_amount))
-    coordinator.add_step(Step("book", book, precheck=within_limit))
+    coordinator = Coordinator[Payment]([PARSE, BOOK])
     payments = [Payment("P-1", "12.50"), Payment("P-2", "2500.00"), Payment("P-3", "12,50")]
     for payment in payments:
         print(f"{payment.id} {payment.amount:>8}: {describe(payment, coordinator)}")

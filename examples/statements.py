@@ -57,7 +57,7 @@ INSERT OR IGNORE INTO statements (account, period) VALUES ('ACME', '2024-01');
 
 
 def make_records() -> list[Statement]:
-    records = []
+    records: list[Statement] = []
     for a, account in enumerate(("ACME", "GLOBEX", "INITECH", "UMBRELLA")):
         for p, period in enumerate(("2024-01", "2024-02", "2024-03", "2024-04", "2024-05")):
             lines = tuple(1000 * (a + 1) + 250 * n + p for n in range(1 + (a + p) % 3))
@@ -114,12 +114,13 @@ def create_statement(ctx: Context[Statement], record: Statement) -> int:
     return int(cursor.lastrowid or 0)
 
 
+STATEMENT = Step("create statement", create_statement, precheck=statement_exists)
+
+
 def create_lines(ctx: Context[Statement], record: Statement) -> int:
-    bag = ctx.data_bag
-    if bag.has_job_data("create statement"):
-        statement_id = bag.get_job_data("create statement")
-    else:
-        statement_id = bag.get_precheck_data("create statement")
+    # Created by the job (an int, as `create_statement` says), or found by the precheck (its Skip's output).
+    created = ctx.data_bag.job(STATEMENT, None)
+    statement_id = created if created is not None else ctx.data_bag.precheck(STATEMENT)
     for line_no, amount in enumerate(record.lines, 1):
         if amount < 0 and not Rules.accept_credit_notes:
             raise ValueError(f"line {line_no}: negative amount {amount} (credit notes not supported)")
@@ -157,10 +158,7 @@ def demo(path: str) -> int:
     conn.executescript(SCHEMA)
     store = SqliteStore(f"{path}.runs")
     coordinator = Coordinator[Statement](
-        [
-            Step("create statement", create_statement, precheck=statement_exists),
-            Step("create statement lines", create_lines),
-        ],
+        [STATEMENT, Step("create statement lines", create_lines)],
         store=store,
         key=statement_key,
     )

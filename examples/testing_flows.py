@@ -11,7 +11,7 @@ outcomes: one ``assert`` states the path a record took through the flow. The
 
 from dataclasses import dataclass
 
-from choreograph import Coordinator, JobFailed, RunResult, Skip, Step
+from choreograph import Context, Coordinator, JobFailed, RunResult, Skip, Step
 
 ORDERS = {"O-1": "ada@example.com", "O-2": "grace@example.com"}
 
@@ -33,10 +33,18 @@ def within_window(refund: Refund) -> None:
         raise Skip("asked after 30 days")
 
 
+def refund(refund: Refund) -> str:
+    return f"RF-{refund.order}"
+
+
+def notify(ctx: Context[Refund]) -> str:
+    return f"mail to {ctx.data_bag.job(LOAD_ORDER)}"
+
+
 flow = Coordinator[Refund]()
-flow.add_step(Step("load_order", load_order))
-flow.add_step(Step("refund", lambda refund: f"RF-{refund.order}", precheck=within_window))
-flow.add_step(Step("notify", lambda ctx: f"mail to {ctx.data_bag.get_job_data('load_order')}"))
+LOAD_ORDER = flow.add_step(Step("load_order", load_order))  # a Step[str]: reads of its output are typed
+REFUND = flow.add_step(Step("refund", refund, precheck=within_window))
+flow.add_step(Step("notify", notify))
 
 
 def path(result: RunResult[Refund]) -> list[tuple[str, str, str]]:
@@ -49,7 +57,7 @@ def test_refund_is_issued() -> None:
     ok = [("load_order", "job", "ok"), ("refund", "precheck", "ok"), ("refund", "job", "ok"), ("notify", "job", "ok")]
     assert path(result) == ok
     assert result.errors == ()
-    assert result.data_bag.get_job_data("refund") == "RF-O-1"
+    assert result.data_bag.job(REFUND) == "RF-O-1"
 
 
 def test_late_request_is_not_refunded() -> None:
@@ -57,7 +65,7 @@ def test_late_request_is_not_refunded() -> None:
     assert result.ok
     assert path(result)[1:] == [("refund", "precheck", "failed"), ("refund", "job", "skipped"), ("notify", "job", "ok")]
     assert [(error.step, error.phase, type(error.error)) for error in result.errors] == [("refund", "precheck", Skip)]
-    assert not result.data_bag.has_job_data("refund")
+    assert result.data_bag.job(REFUND, None) is None
 
 
 def test_unknown_order_stops_the_flow() -> None:

@@ -51,7 +51,7 @@ async def one_step() -> None:
     coordinator = Coordinator[str]([quote])
     result = await coordinator.run_async("mug")
     (call,) = result.trace
-    print(f"step timeout with retry: ok={result.ok}, quote={result.data_bag.get_job_data('quote')}")
+    print(f"step timeout with retry: ok={result.ok}, quote={result.data_bag.job(quote)}")
     print(f"  the job took {call.attempts} attempts and {call.seconds:.2f} s; errors: {len(result.errors)}")
 
 

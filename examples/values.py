@@ -65,11 +65,12 @@ def main() -> None:
     db.execute("CREATE TABLE user (id INTEGER PRIMARY KEY, email TEXT UNIQUE, credit INTEGER)")
     db.execute("INSERT INTO user (email, credit) VALUES ('grace@example.com', 0)")
     values = {"db": db, "lock": threading.Lock(), "settings": Settings(frozenset({"FR", "NL"}), 500)}
-    coordinator = Coordinator[Signup]([Step("register", register, precheck=can_register)])
+    coordinator = Coordinator[Signup]()
+    registered = coordinator.add_step(Step("register", register, precheck=can_register))  # a Step[int]
     signups = [Signup("ada@example.com", "FR"), Signup("grace@example.com", "NL"), Signup("alan@example.com", "UK")]
     for result in coordinator.run_many(signups, workers=3, values=values, ordered=True):
         skip = "; ".join(str(error.error) for error in result.errors)
-        outcome = f"skipped: {skip}" if skip else f"registered as user #{result.data_bag.get_job_data('register')}"
+        outcome = f"skipped: {skip}" if skip else f"registered as user #{result.data_bag.job(registered)}"
         print(f"{result.input.email:<18} {outcome}")
     ((count, credit),) = db.execute("SELECT count(*), sum(credit) FROM user").fetchall()
     print(f"users in the database: {count}, welcome credit given: {credit / 100:.2f} EUR")

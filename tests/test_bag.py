@@ -1,7 +1,10 @@
 """The DataBag: outputs by step name, and `get_data_bag` inside callbacks."""
 
 import contextlib
+import dataclasses
+import pickle
 import threading
+import typing
 from collections.abc import Mapping
 
 import pytest
@@ -16,6 +19,8 @@ from choreograph import (
     Step,
     get_data_bag,
 )
+
+T = typing.TypeVar("T")
 
 
 @pytest.fixture
@@ -388,3 +393,93 @@ def test_iterating_a_run_bag_follows_the_run_order():
     result = Coordinator([Step("a", lambda: 1), Step("b", lambda: 2, precheck=lambda: "p")]).run()
     result.data_bag.set_job_data("Extra", 3)
     assert list(result.data_bag) == ["a", "b", "Extra"]
+
+
+# -- typed reads: bag.job(step), bag.precheck(step) ------------------------------
+
+
+def test_job_reads_a_step_s_output_by_its_handle():
+    """`bag.job(step)` returns what the step's job stored; `add_step` returns the very step to read with."""
+    flow = Coordinator[int]()
+    double = flow.add_step(Step("Double", lambda x: x * 2))
+    shown = flow.add_step(Step("show", lambda ctx: f"{ctx.data_bag.job(double)}!", lambda: "checked"))
+    result = flow.run(21)
+    assert result.ok, result.fatal
+    assert result.data_bag.job(double) == 42
+    assert result.data_bag.job(shown) == "42!"
+    assert result.data_bag.precheck(shown) == "checked"
+
+
+def test_job_and_precheck_look_the_step_up_by_name_ignoring_case(bag):
+    """The handle stands for its name: any step of that name, in any case, as `get_job_data`."""
+    bag.set_job_data("LOAD", 1)
+    bag.set_precheck_data("Load", 2)
+    step = Step("load", lambda: 1)
+    assert (bag.job(step), bag.precheck(step)) == (1, 2)
+    assert (bag.job(Step("LoAd", lambda: 1)), bag.precheck(Step("lOAD", lambda: 1))) == (1, 2)
+
+
+def test_job_and_precheck_raise_key_error_or_return_the_default(bag):
+    """Nothing stored: `KeyError` naming the step, or the default (positional or keyword), even `None`."""
+    step = Step("load", lambda: 1)
+    with pytest.raises(KeyError, match="no job data for step 'load'"):
+        bag.job(step)
+    with pytest.raises(KeyError, match="no precheck data for step 'load'"):
+        bag.precheck(step)
+    assert bag.job(step, None) is None
+    assert bag.job(step, default="none") == "none"
+    assert bag.precheck(step, 0) == 0
+    bag.set_job_data("load", None)
+    assert bag.job(step, "default") is None  # a stored None wins
+
+
+def test_a_skipped_job_has_no_output_but_its_precheck_may():
+    """A job skipped by `Skip(output=...)` has no job output; the precheck's output is read with `precheck`."""
+
+    def seen(x: int) -> None:
+        raise Skip("seen", output=f"row {x}")
+
+    flow = Coordinator[int]()
+    step = flow.add_step(Step("insert", lambda x: x, seen))
+    bag = flow.run(3).data_bag
+    assert bag.job(step, "skipped") == "skipped"
+    assert bag.precheck(step) == "row 3"
+
+
+@pytest.mark.parametrize(("read", "by_name"), [("job", "get_job_data"), ("precheck", "get_precheck_data")])
+def test_job_and_precheck_take_a_step_not_a_name(bag, read, by_name):
+    """A name (or anything but a Step) is a TypeError; for a name, the message points to the by-name method."""
+    bag.set_job_data("load", 1)
+    with pytest.raises(TypeError, match=rf"^expected a Step, got str \(for a step's name, use {by_name}\('load'\)\)$"):
+        getattr(bag, read)("load")
+    with pytest.raises(TypeError, match=r"^expected a Step, got int$"):
+        getattr(bag, read)(3)
+
+
+def test_step_is_subscriptable_at_run_time():
+    """`Step[int]` is a typing alias of `Step`, and calling it makes a plain (frozen) Step."""
+    alias = Step[int]
+    assert typing.get_origin(alias) is Step
+    assert typing.get_args(alias) == (int,)
+    step = alias("count", len)
+    assert type(step) is Step
+    assert step == Step("count", len)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        step.name = "other"  # type: ignore[misc]
+    assert pickle.loads(pickle.dumps(step)) == step  # noqa: S301 - our own bytes
+    assert typing.get_args(Step[list[T]][str]) == (list[str],)
+
+
+def test_step_keeps_its_fields_and_positional_order():
+    """Generic or not, `Step` has the same fields in the same order: name, job, precheck, then keyword options."""
+    fields = [(field.name, field.kw_only) for field in dataclasses.fields(Step)]
+    assert fields == [
+        ("name", False),
+        ("job", False),
+        ("precheck", False),
+        ("retry", True),
+        ("compensate", True),
+        ("compensate_failed", True),
+        ("timeout", True),
+    ]
+    assert Step("a", len, bool) == Step(name="a", job=len, precheck=bool)

@@ -6,8 +6,10 @@ from collections.abc import Iterator, Mapping
 from typing import TypeVar, overload
 
 from .._errors import MISSING
+from .step import Step
 
 T = TypeVar("T")
+D = TypeVar("D")
 
 
 #: A bag's names of its own, before it has any: shared, never written.
@@ -28,6 +30,10 @@ class DataBag:
     (42, False)
     >>> bag.get_precheck_data("load", None) is None
     True
+
+    `job` and `precheck` read a step's outputs by the step itself: with the
+    ``Step[int]`` that `Coordinator.add_step` returned, ``bag.job(step)`` is an
+    ``int`` for type checkers.
 
     .. versionadded:: 0.1.0
     """
@@ -122,6 +128,50 @@ class DataBag:
         """
         return self._get(self._precheck, "precheck", name, default)
 
+    @overload
+    def job(self, step: Step[T], /) -> T: ...
+    @overload
+    def job(self, step: Step[T], /, default: D) -> T | D: ...
+    def job(self, step: Step[object], /, default: object = MISSING) -> object:
+        """
+        Return the job output of *step*, typed as its job's output.
+
+        The output is looked up by the step's name, as `get_job_data` does.
+
+        >>> step = Step("count", len)
+        >>> bag = DataBag()
+        >>> bag.set_job_data("count", 3)
+        >>> bag.job(step), DataBag().job(step, None)
+        (3, None)
+
+        Args:
+            step: The step, as given to (and returned by) `Coordinator.add_step`.
+            default: Returned when nothing was stored.
+
+        Raises:
+            KeyError: Nothing was stored and no default was given.
+            TypeError: *step* is not a `Step` (for a name, use `get_job_data`).
+
+        .. versionadded:: 0.1.0
+        """
+        return self._get(self._job, "job", _name_of(step, "get_job_data"), default)
+
+    def precheck(self, step: Step[object], /, default: object = MISSING) -> object:
+        """
+        Return the precheck output of *step* (an `object`: prechecks are not typed on `Step`).
+
+        Args:
+            step: The step, as given to (and returned by) `Coordinator.add_step`.
+            default: Returned when nothing was stored.
+
+        Raises:
+            KeyError: Nothing was stored and no default was given.
+            TypeError: *step* is not a `Step` (for a name, use `get_precheck_data`).
+
+        .. versionadded:: 0.1.0
+        """
+        return self._get(self._precheck, "precheck", _name_of(step, "get_precheck_data"), default)
+
     @staticmethod
     def _get(table: dict[str, object], phase: str, name: str, default: object) -> object:
         try:
@@ -178,6 +228,14 @@ class DataBag:
     def __setstate__(self, state: tuple[dict[str, object], dict[str, object], dict[str, str]]) -> None:
         self._job, self._precheck, self._names = state
         self._known = {}
+
+
+def _name_of(step: object, by_name: str) -> str:
+    if isinstance(step, Step):
+        return step.name
+    hint = f" (for a step's name, use {by_name}({step!r}))" if isinstance(step, str) else ""
+    msg = f"expected a Step, got {type(step).__name__}{hint}"
+    raise TypeError(msg)
 
 
 _new_bag = DataBag.__new__

@@ -6,6 +6,7 @@ import builtins
 import functools
 import inspect
 import math
+import sys
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from returns.unsafe import unsafe_perform_io
 
 from .._errors import CallbackFailure, StepDefinitionError, UnassignableOutput
 from .context import Context
+from .generics import accepts, is_known
 from .retry import RetryPolicy
 
 Role = Literal["precheck", "job", "compensate"]
@@ -30,6 +32,8 @@ CONTAINERS: Final = frozenset({Success, Failure, IOSuccess, IOFailure})
 _CONTEXT_NAMES: Final = frozenset({"ctx", "context"})
 _CONTEXT_STRINGS: Final = frozenset({"Context", "choreograph.Context"})
 _POSITIONAL: Final = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+#: Return annotations of a callback that never returns: it always raises.
+_NEVER: Final = (typing.NoReturn, typing.Never)
 
 
 class _Checker(Protocol):
@@ -141,6 +145,9 @@ def _globals_of(fn: object) -> dict[str, Any]:
     target = inspect.unwrap(fn)  # type: ignore[arg-type]
     while isinstance(target, functools.partial):
         target = inspect.unwrap(target.func)
+    if isinstance(target, type):  # a class used as a callback: its module's
+        module = sys.modules.get(target.__module__)
+        return vars(module) if module is not None else {}
     target = getattr(target, "__func__", target)
     if not inspect.isfunction(target) and not inspect.isbuiltin(target):
         target = type(target).__call__ if callable(target) else target
@@ -148,16 +155,22 @@ def _globals_of(fn: object) -> dict[str, Any]:
     return getattr(target, "__globals__", {})
 
 
-def _signature(step: str, role: Role, fn: Callable[..., object]) -> inspect.Signature:
-    """Return *fn*'s signature with every annotation resolved, or raise."""
+def _signature(step: str, role: Role, fn: Callable[..., object], made: type | None = None) -> inspect.Signature:
+    """Return *fn*'s signature with every annotation resolved, or raise; *made*: the class *fn* instantiates."""
+    if made is not None and get_origin(fn) is not None:  # `Box[int]`: its call forwards to `Box`
+        fn = made
     try:
         raw = inspect.signature(fn)
     except (ValueError, TypeError) as exc:
         raise StepDefinitionError(step, role, f"cannot read its signature ({exc})") from exc
+    if made is not None:  # it returns an instance, whatever `__init__` or `__new__` say
+        raw = raw.replace(return_annotation=made)
     try:
         sig = inspect.signature(fn, eval_str=True)
     except Exception:  # noqa: BLE001 - resolve one annotation at a time, to name the culprit
         sig = raw
+    if made is not None:
+        sig = sig.replace(return_annotation=made)
     hints = [p.annotation for p in sig.parameters.values()] + [sig.return_annotation]
     if not any(isinstance(hint, str | ForwardRef) for hint in hints):
         return sig
@@ -235,54 +248,92 @@ def _caller(fn: Callable[..., Any], takes_context: bool, takes_input: bool) -> C
     return lambda _context, _input: fn()
 
 
+def _callee(fn: object) -> object:
+    """
+    The function whose body calling *fn* runs, or the class it instantiates.
+
+    Partials, bound methods and ``staticmethod`` objects are unwrapped, a
+    callable instance gives its class's ``__call__``; decorators are not
+    looked through (``__wrapped__``: a wrapper may change what is returned).
+    """
+    while True:  # a partial of a bound method of a callable instance...
+        if isinstance(fn, functools.partial):
+            fn = fn.func
+        elif isinstance(fn, staticmethod) or inspect.ismethod(fn):
+            fn = fn.__func__
+        elif not isinstance(fn, type) and not inspect.isroutine(fn) and callable(fn):
+            fn = type(fn).__call__
+        else:
+            break
+    return fn
+
+
 def _is_async(fn: object) -> bool:
-    if inspect.iscoroutinefunction(fn):
-        return True
-    call = type(fn).__call__ if callable(fn) else None
-    return not inspect.isroutine(fn) and inspect.iscoroutinefunction(call)
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(_callee(fn))
 
 
-def compile_callback(  # noqa: C901 - one check per rule of the contract
-    step: str, role: Role, fn: object, *, retry: RetryPolicy | None, timeout: float | None
+def _made_class(fn: object) -> type | None:
+    """The class whose instance calling *fn* returns: *fn* (or the function of a partial) is that class."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    origin = get_origin(fn)  # a parametrized generic class, `Box[int]`
+    made = origin if isinstance(origin, type) else fn
+    return made if isinstance(made, type) else None
+
+
+def _never(value: object, /) -> bool:
+    """The output check of a callback annotated ``-> NoReturn``: whatever it returned, it should not have."""
+    del value
+    return False
+
+
+def compile_callback(
+    step: str,
+    role: Role,
+    fn: object,
+    *,
+    retry: RetryPolicy | None,
+    timeout: float | None,
+    input_type: object = object,
 ) -> Callback:
     """
     Inspect *fn* once: its call form, its checks, whether it is async.
+
+    Args:
+        step: The step's name, for errors.
+        role: Which callback of the step *fn* is.
+        fn: The callback.
+        retry: The step's retry policy.
+        timeout: The step's timeout.
+        input_type: The coordinator's input type (``Coordinator[Rec]``), which a
+            ``Context[X]`` parameter must accept; `object` when not declared.
 
     Raises:
         StepDefinitionError: *fn* can't be used as a callback.
     """
     if not callable(fn):
-        raise StepDefinitionError(step, role, f"must be callable, got {type_name(fn)}")
-    sig = _signature(step, role, fn)
-    positional: list[inspect.Parameter] = []
-    for param in sig.parameters.values():
-        if param.kind is inspect.Parameter.VAR_POSITIONAL:
-            raise StepDefinitionError(step, role, f"*{param.name} is not allowed")
-        if param.kind is inspect.Parameter.VAR_KEYWORD:
-            raise StepDefinitionError(step, role, f"**{param.name} is not allowed")
-        if param.kind is inspect.Parameter.KEYWORD_ONLY:
-            if param.default is inspect.Parameter.empty:
-                problem = f"keyword-only parameter {param.name!r} needs a default (it is never passed)"
-                raise StepDefinitionError(step, role, problem)
-            continue
-        positional.append(param)
-
-    def is_context(param: inspect.Parameter) -> bool:
-        if param.annotation is inspect.Parameter.empty:
-            return param.name in _CONTEXT_NAMES
-        return _is_context(param.annotation)
-
-    takes_context = bool(positional) and is_context(positional[0])
-    rest = positional[1:] if takes_context else positional
-    for index, param in enumerate(rest):
-        if is_context(param):
-            problem = f"the context parameter {param.name!r} must be the first parameter"
-            raise StepDefinitionError(step, role, problem)
-        if index and param.default is inspect.Parameter.empty:
-            names = ", ".join(repr(p.name) for p in rest if p.default is inspect.Parameter.empty)
-            problem = f"takes more than one input parameter ({names}); extra parameters need defaults"
-            raise StepDefinitionError(step, role, problem)
-    input_param = rest[0] if rest else None
+        hint = ""
+        if isinstance(fn, classmethod):
+            hint = " (a classmethod object: pass Class.method)"
+        elif inspect.iscoroutine(fn) or inspect.isgenerator(fn):
+            hint = " (the result of a call: pass the function itself)"
+        raise StepDefinitionError(step, role, f"must be callable, got {type_name(fn)}{hint}")
+    callee = _callee(fn)
+    if inspect.isgeneratorfunction(callee) or inspect.isasyncgenfunction(callee):
+        kind = "an async generator" if inspect.isasyncgenfunction(callee) else "a generator"
+        problem = (
+            f"is {kind} function (it yields): calling it only makes {kind}, without running its body;"
+            " return the values instead (a list, say)"
+        )
+        raise StepDefinitionError(step, role, problem)
+    if isinstance(fn, staticmethod):  # `Step("load", load)` in the class body that defines `load`
+        fn = fn.__func__
+    made = _made_class(fn)
+    sig = _signature(step, role, fn, made)
+    context_param, input_param = _parameters(step, role, sig)
+    takes_context = context_param is not None
+    if context_param is not None and is_known(input_type):
+        _check_context(step, role, context_param, input_type)
     input_hint = input_param.annotation if input_param is not None else inspect.Parameter.empty
     for name, hint in [("input", input_hint), ("return", sig.return_annotation)]:
         if isinstance(hint, str):  # pragma: no cover - _signature resolved every string
@@ -292,7 +343,7 @@ def compile_callback(  # noqa: C901 - one check per rule of the contract
     has_output = ret is not None and ret is not NoneType
     out_hint = _output_hint(ret) if has_output else Any
     check_input = _compile_check(step, role, "input", input_hint) if input_param is not None else None
-    check_output = _compile_check(step, role, "return", out_hint)
+    check_output = _never if out_hint in _NEVER else _compile_check(step, role, "return", out_hint)
     return Callback(
         fn=fn,
         role=role,
@@ -311,6 +362,61 @@ def compile_callback(  # noqa: C901 - one check per rule of the contract
         retry=retry if role != "precheck" or (retry is not None and retry.prechecks) else None,
         timeout=timeout,
     )
+
+
+def _parameters(
+    step: str, role: Role, sig: inspect.Signature
+) -> tuple[inspect.Parameter | None, inspect.Parameter | None]:
+    """Return a callback's context parameter and input parameter (each None when absent), or raise."""
+    positional = _positional(step, role, sig)
+
+    def is_context(param: inspect.Parameter) -> bool:
+        if param.annotation is inspect.Parameter.empty:
+            return param.name in _CONTEXT_NAMES
+        return _is_context(param.annotation)
+
+    context = positional[0] if positional and is_context(positional[0]) else None
+    rest = positional[1:] if context is not None else positional
+    for index, param in enumerate(rest):
+        if is_context(param):
+            problem = f"the context parameter {param.name!r} must be the first parameter"
+            raise StepDefinitionError(step, role, problem)
+        if index and param.default is inspect.Parameter.empty:
+            names = ", ".join(repr(p.name) for p in rest if p.default is inspect.Parameter.empty)
+            problem = f"takes more than one input parameter ({names}); extra parameters need defaults"
+            if rest[0].name in {"self", "cls"}:
+                problem += f" (a method taken from its class? {rest[0].name!r} is not passed: use a bound method)"
+            raise StepDefinitionError(step, role, problem)
+    return context, rest[0] if rest else None
+
+
+def _positional(step: str, role: Role, sig: inspect.Signature) -> list[inspect.Parameter]:
+    """Return the positional parameters of a signature, or raise for `*args`, `**kwargs` and required keywords."""
+    positional: list[inspect.Parameter] = []
+    for param in sig.parameters.values():
+        if param.kind is inspect.Parameter.VAR_POSITIONAL:
+            problem = f"*{param.name} is not allowed (a callback is passed the context and the input, those it names)"
+            raise StepDefinitionError(step, role, problem)
+        if param.kind is inspect.Parameter.VAR_KEYWORD:
+            raise StepDefinitionError(step, role, f"**{param.name} is not allowed")
+        if param.kind is inspect.Parameter.KEYWORD_ONLY:
+            if param.default is inspect.Parameter.empty:
+                problem = f"keyword-only parameter {param.name!r} needs a default (it is never passed)"
+                raise StepDefinitionError(step, role, problem)
+            continue
+        positional.append(param)
+    return positional
+
+
+def _check_context(step: str, role: Role, param: inspect.Parameter, input_type: object) -> None:
+    """Refuse a ``Context[X]`` parameter whose ``X`` does not accept the coordinator's input type."""
+    args = get_args(param.annotation)
+    if args and not accepts(args[0], input_type):
+        problem = (
+            f"its context parameter {param.name!r} is annotated Context[{hint_name(args[0])}],"
+            f" but the coordinator's input is {hint_name(input_type)}"
+        )
+        raise StepDefinitionError(step, role, problem)
 
 
 def validate_timeout(timeout: object, what: str) -> float | None:

@@ -54,7 +54,8 @@ class Retry:
         multiplier: Growth of the wait per attempt.
         max_delay: Cap on the wait, jitter excluded.
         jitter: At most this many seconds are added to each wait, at random.
-        timeout: Give up once this many seconds passed since the first attempt.
+        timeout: Give up once this many seconds passed since the first attempt
+            (``None`` or ``math.inf``: no limit).
         prechecks: Also retry the step's precheck (by default only its job and
             compensation are retried).
 
@@ -85,6 +86,16 @@ class Retry:
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
                 msg = f"Retry({name}=...) must be a finite number >= 0, got {value!r}"
                 raise ValueError(msg)
+        timeout: object = self.timeout
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or math.isnan(timeout) or timeout < 0
+        ):
+            msg = f"Retry(timeout=...) must be None or a number of seconds >= 0 (inf: no limit), got {timeout!r}"
+            raise ValueError(msg)
+        prechecks: object = self.prechecks
+        if not isinstance(prechecks, bool):
+            msg = f"Retry(prechecks=...) must be a bool, got {prechecks!r}"
+            raise TypeError(msg)
         on: object = self.on
         kinds: tuple[object, ...] = on if isinstance(on, tuple) else (on,)
         if not kinds or not all(isinstance(k, type) and issubclass(k, Exception) for k in kinds):
@@ -153,6 +164,9 @@ class TenacityRetry:
 
 def as_policy(retry: object) -> RetryPolicy | None:
     """Return *retry* as a policy: ours, tenacity's (wrapped), or None."""
+    if isinstance(retry, type):
+        msg = f"retry must be a retry policy, not the class {retry.__qualname__}: write retry={retry.__qualname__}()"
+        raise TypeError(msg)
     if retry is None or isinstance(retry, RetryPolicy):
         return retry
     if type(retry).__module__.partition(".")[0] == "tenacity":

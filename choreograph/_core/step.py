@@ -2,19 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import KW_ONLY, dataclass
+from typing import TYPE_CHECKING, Generic, Never, overload
 
+from returns.io import IOResult
+from returns.result import Result
+from typing_extensions import TypeVar
+
+from .generics import PlainAlias, subscript
 from .retry import RetryPolicy
+
+#: The job's output type: what `DataBag.job` returns for the step. A bare ``Step`` is a ``Step[object]``.
+OutT_co = TypeVar("OutT_co", covariant=True, default=object)
+T = TypeVar("T")
+#: Only `Never` (or `Any`) satisfies this bound: the first overload takes jobs that never return, and nothing else.
+NeverT = TypeVar("NeverT", bound=Never)
 
 
 @dataclass(frozen=True, slots=True)
-class Step:
+class Step(Generic[OutT_co]):
     """
     One step of a flow: an optional precheck, then a job.
 
     Nothing is checked here: `Coordinator.add_step` inspects the callbacks and
     raises `StepDefinitionError` for bad ones.
+
+    A step is generic in its job's output type, which type checkers infer from
+    the job's return annotation: ``-> int``, ``-> Result[int, E]``,
+    ``-> IOResult[int, E]`` and ``async def ... -> int`` all give a
+    ``Step[int]``, and a class used as the job gives a ``Step`` of that class.
+    `DataBag.job` reads the output back with that type.
 
     Args:
         name: Unique within a coordinator, ignoring case.
@@ -32,6 +50,9 @@ class Step:
             callback is cancelled at the limit; a plain one is never
             interrupted, but fails with `CallbackTimeout` if it overran.
 
+    >>> Step[int]("count", len).name
+    'count'
+
     .. versionadded:: 0.1.0
     """
 
@@ -43,3 +64,111 @@ class Step:
     compensate: Callable[..., object] | None = None
     compensate_failed: bool = False
     timeout: float | None = None
+
+    if not TYPE_CHECKING:
+
+        def __class_getitem__(cls, params):
+            # `Step[int]("a", job)` makes a plain `Step`: see `choreograph._core.generics`. (Not
+            # `super()`: its cell is the class before `slots=True` remade it, on 3.11.)
+            return subscript(super(Step, cls).__class_getitem__(params), PlainAlias)
+
+    if TYPE_CHECKING:
+        # For type checkers only (the dataclass makes the real `__init__`): the
+        # output type, from the job's return type, unwrapped as a run unwraps it.
+        # The most specific forms come first. A job that never returns matches every
+        # form, so it gets its own, first, which nothing else matches.
+        @overload
+        def __init__(
+            self: Step[NeverT],
+            name: str,
+            job: Callable[..., NeverT],
+            precheck: Callable[..., object] | None = None,
+            *,
+            retry: RetryPolicy | None = None,
+            compensate: Callable[..., object] | None = None,
+            compensate_failed: bool = False,
+            timeout: float | None = None,
+        ) -> None: ...
+        @overload
+        def __init__(
+            self: Step[T],
+            name: str,
+            job: Callable[..., Coroutine[object, Never, Result[T, object]]],
+            precheck: Callable[..., object] | None = None,
+            *,
+            retry: RetryPolicy | None = None,
+            compensate: Callable[..., object] | None = None,
+            compensate_failed: bool = False,
+            timeout: float | None = None,
+        ) -> None: ...
+        @overload
+        def __init__(
+            self: Step[T],
+            name: str,
+            job: Callable[..., Coroutine[object, Never, IOResult[T, object]]],
+            precheck: Callable[..., object] | None = None,
+            *,
+            retry: RetryPolicy | None = None,
+            compensate: Callable[..., object] | None = None,
+            compensate_failed: bool = False,
+            timeout: float | None = None,
+        ) -> None: ...
+        @overload
+        def __init__(
+            self: Step[T],
+            name: str,
+            job: Callable[..., Coroutine[object, Never, T]],
+            precheck: Callable[..., object] | None = None,
+            *,
+            retry: RetryPolicy | None = None,
+            compensate: Callable[..., object] | None = None,
+            compensate_failed: bool = False,
+            timeout: float | None = None,
+        ) -> None: ...
+        @overload
+        def __init__(
+            self: Step[T],
+            name: str,
+            job: Callable[..., Result[T, object]],
+            precheck: Callable[..., object] | None = None,
+            *,
+            retry: RetryPolicy | None = None,
+            compensate: Callable[..., object] | None = None,
+            compensate_failed: bool = False,
+            timeout: float | None = None,
+        ) -> None: ...
+        @overload
+        def __init__(
+            self: Step[T],
+            name: str,
+            job: Callable[..., IOResult[T, object]],
+            precheck: Callable[..., object] | None = None,
+            *,
+            retry: RetryPolicy | None = None,
+            compensate: Callable[..., object] | None = None,
+            compensate_failed: bool = False,
+            timeout: float | None = None,
+        ) -> None: ...
+        @overload
+        def __init__(
+            self: Step[T],
+            name: str,
+            job: Callable[..., T],
+            precheck: Callable[..., object] | None = None,
+            *,
+            retry: RetryPolicy | None = None,
+            compensate: Callable[..., object] | None = None,
+            compensate_failed: bool = False,
+            timeout: float | None = None,
+        ) -> None: ...
+        def __init__(  # the dataclass's, as type checkers see it
+            self,
+            name: str,
+            job: Callable[..., object],
+            precheck: Callable[..., object] | None = None,
+            *,
+            retry: RetryPolicy | None = None,
+            compensate: Callable[..., object] | None = None,
+            compensate_failed: bool = False,
+            timeout: float | None = None,
+        ) -> None: ...
