@@ -241,15 +241,37 @@ class Coordinator(Generic[InputT]):
         timeout: float | None,
         *,
         fresh: bool,
-    ) -> Generator[object, object, RunState | RunResult[Any]]:
-        """A durable run's lease (see `DurableRunner.acquire`), its options checked before the key is taken."""
+    ) -> RunState | RunResult[Any] | Generator[object, object, RunState | RunResult[Any]]:
+        """
+        A durable run's lease, its options checked before the key is taken.
+
+        Returns:
+            The run or the result (see `DurableRunner.prepare`); or, while
+            another holder runs the key, the generator that waits for it, to drive.
+        """
         durable = self._durable
         assert durable is not None  # noqa: S101 - only called for durable coordinators
         name = durable.key(input, key)
         timeout = validate_timeout(timeout, "timeout")
         shared = None if values is None else _snapshot(values)
-        encoded = durable.encode(name, input)
-        return durable.acquire(self._plan, input, name, encoded, shared, timeout, _logging.listener(), fresh=fresh)
+        return self._lease(durable, input, name, durable.encode(name, input), shared, timeout, fresh=fresh)
+
+    def _lease(
+        self,
+        durable: DurableRunner,
+        input: object,  # noqa: A002
+        name: str,
+        encoded: str,
+        values: Mapping[str, object] | None,
+        timeout: float | None,
+        *,
+        fresh: bool,
+    ) -> RunState | RunResult[Any] | Generator[object, object, RunState | RunResult[Any]]:
+        emit = _logging.listener()
+        prepared = durable.prepare(self._plan, input, name, encoded, values, timeout, emit, fresh=fresh)
+        if isinstance(prepared, str):  # another holder runs the key: wait for it
+            return durable.acquire(self._plan, input, name, encoded, values, timeout, emit, fresh=fresh)
+        return prepared
 
     def _acquire_record(
         self,
@@ -259,7 +281,7 @@ class Coordinator(Generic[InputT]):
         timeout: float | None,
         *,
         fresh: bool,
-    ) -> Generator[object, object, RunState | RunResult[Any]] | RunResult[Any]:
+    ) -> RunState | RunResult[Any] | Generator[object, object, RunState | RunResult[Any]]:
         """As `_acquire`, for a record of `run_many`: the options are checked; a bad record gets its result."""
         durable = self._durable
         assert durable is not None  # noqa: S101 - only called for durable coordinators
@@ -268,7 +290,7 @@ class Coordinator(Generic[InputT]):
             encoded = durable.encode(name, input)
         except Exception as exc:  # noqa: BLE001 - the record's failure, not the batch's
             return result_of(Finished(input, (), InputError(position, exc), DataBag(), 0, None, (), ()))
-        return durable.acquire(self._plan, input, name, encoded, values, timeout, _logging.listener(), fresh=fresh)
+        return self._lease(durable, input, name, encoded, values, timeout, fresh=fresh)
 
     @staticmethod
     def _not_durable(key: str | int | None, *, fresh: bool) -> None:
@@ -333,7 +355,9 @@ class Coordinator(Generic[InputT]):
         .. versionadded:: 0.1.0
         """
         if self._durable is not None:
-            prepared = drive(self._acquire(input, key, values, timeout, fresh=fresh))
+            prepared = self._acquire(input, key, values, timeout, fresh=fresh)
+            if isinstance(prepared, Generator):
+                prepared = drive(prepared)
             return prepared if isinstance(prepared, RunResult) else run_sync(prepared)
         if key is not None or fresh:
             self._not_durable(key, fresh=fresh)
@@ -380,7 +404,9 @@ class Coordinator(Generic[InputT]):
         .. versionadded:: 0.1.0
         """
         if self._durable is not None:
-            prepared = await drive_async(self._acquire(input, key, values, timeout, fresh=fresh))
+            prepared = self._acquire(input, key, values, timeout, fresh=fresh)
+            if isinstance(prepared, Generator):
+                prepared = await drive_async(prepared)
             return prepared if isinstance(prepared, RunResult) else await run_async(prepared)
         self._not_durable(key, fresh=fresh)
         return await run_async(self._new_run(input, values, timeout))
@@ -530,7 +556,7 @@ class _BoundRun(Generic[InputT]):
         if coordinator._durable is None:  # noqa: SLF001 - this module's own class
             return coordinator.run(input, values=self._values, timeout=self._timeout)
         prepared = coordinator._acquire_record(input, position, self._values, self._timeout, fresh=self._fresh)  # noqa: SLF001
-        if not isinstance(prepared, RunResult):
+        if isinstance(prepared, Generator):
             prepared = drive(prepared)
         return prepared if isinstance(prepared, RunResult) else run_sync(prepared)
 
@@ -540,6 +566,6 @@ class _BoundRun(Generic[InputT]):
         if coordinator._durable is None:  # noqa: SLF001 - this module's own class
             return await coordinator.run_async(input, values=self._values, timeout=self._timeout)
         prepared = coordinator._acquire_record(input, position, self._values, self._timeout, fresh=self._fresh)  # noqa: SLF001
-        if not isinstance(prepared, RunResult):
+        if isinstance(prepared, Generator):
             prepared = await drive_async(prepared)
         return prepared if isinstance(prepared, RunResult) else await run_async(prepared)

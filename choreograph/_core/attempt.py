@@ -3,7 +3,7 @@ Calling one callback: its attempts, awaits, time limits and the waits between re
 
 `call` is shared by prechecks, jobs and compensations. It is a generator: it
 yields an `Await` for an ``async def`` callback and a `Sleep` between
-attempts, and returns a `Called`. It decides nothing about the run: what the
+attempts, and returns a `Called` tuple. It decides nothing about the run: what the
 result means is `choreograph._core.outcome`'s business.
 """
 
@@ -24,24 +24,14 @@ _clock: Final = time.perf_counter
 _monotonic: Final = time.monotonic
 
 
-class Called:
-    """
-    What calling a callback gave.
-
-    Attributes:
-        output: Its output (unwrapped from a ``returns`` container), if it succeeded.
-        error: Its error, if it failed (`CallbackTimeout` and `UnassignableOutput` included).
-        attempts: How many times it was called, earlier sessions' attempts included.
-        expired: The run's timeout expired while it was awaited (it was cancelled).
-    """
-
-    __slots__ = ("attempts", "error", "expired", "output")
-
-    def __init__(self, output: object, error: BaseException | None, attempts: int, *, expired: bool = False) -> None:
-        self.output, self.error, self.attempts, self.expired = output, error, attempts, expired
+#: What calling a callback gave: ``(output, error, attempts, expired)``. The output is unwrapped
+#: from a ``returns`` container when it succeeded; *error* includes `CallbackTimeout` and
+#: `UnassignableOutput`; *attempts* counts earlier sessions' attempts too; *expired* says the
+#: run's timeout cut an await off (the callback was cancelled). A tuple: one is made per callback.
+Called = tuple[object, BaseException | None, int, bool]
 
 
-def call(
+def call(  # noqa: C901 - the attempt loop of every callback form: one frame per callback
     run: RunState,
     ctx: Context[Any] | None,
     cb: Callback,
@@ -62,50 +52,75 @@ def call(
         attempts: Attempts made before (by earlier sessions of a durable run).
         first: The first attempt's ``(output, error)``, when the fast path made it.
     """
-    role = cb.role
     deadline = run.deadline
     while True:
         attempts += 1
-        if first is None:
-            if ctx is not None:
-                point_to(ctx, step, role, attempts)
-            record.started(run, step, role, attempts)
-            out, err = yield from _once(run, ctx, cb, step, deadline)
-            if err is _EXPIRED:
-                return Called(None, None, attempts, expired=True)
-        else:
+        if first is not None:
             (out, err), first = first, None
-        if err is None:
-            out, err = settle(run, cb, step, out)
+            if err is None:
+                out, err = accept(run, cb, step, out)
+        elif not cb.is_async:
+            out, err = once(run, ctx, cb, step, attempts)
+        else:
+            announce(run, ctx, cb, step, attempts)
+            out = err = None
+            try:
+                out = yield Await(cb.call(ctx, run.input), cb.timeout, deadline)  # type: ignore[arg-type]
+            except Expired as expired:
+                if expired.by_run:
+                    return None, None, attempts, True
+                err = CallbackTimeout(step, cb.role, cb.timeout or 0.0)
+            except Exception as exc:  # noqa: BLE001 - any callback error is an outcome
+                err = exc
+            if err is None:
+                out, err = accept(run, cb, step, out)
         if err is None or cb.retry is None:
-            return Called(out, err, attempts)
+            return out, err, attempts, False
         wait = cb.retry.delay(err, attempts, _clock() - started)  # type: ignore[arg-type]  # an Exception
         if wait is None or (deadline is not None and _monotonic() + wait >= deadline):
-            return Called(out, err, attempts)
+            return out, err, attempts, False
         yield Sleep(wait)
 
 
-#: `_once`'s error when the run's timeout expired during the await.
-_EXPIRED: Final = Expired(by_run=True)
+def announce(run: RunState, ctx: Context[Any] | None, cb: Callback, step: str, attempt: int) -> None:
+    """An attempt starts: point the context at it, and tell the listeners."""
+    if ctx is not None:
+        point_to(ctx, step, cb.role, attempt)
+    if run.emit is not None:
+        record.started(run, step, cb.role, attempt)
 
 
-def _once(
-    run: RunState, ctx: Context[Any] | None, cb: Callback, step: str, deadline: float | None
-) -> Generator[object, object, tuple[object, BaseException | None]]:
-    """One attempt: ``(return value, error)``; the error is `_EXPIRED` if the run's timeout cut it off."""
+def once(
+    run: RunState, ctx: Context[Any] | None, cb: Callback, step: str, attempt: int
+) -> tuple[object, BaseException | None]:
+    """
+    One attempt of a plain callback: ``(output, error)``, its output unwrapped and checked (see `accept`).
+
+    The run loop calls it directly for a plain callback without retries (most
+    of them), which spares a generator per callback.
+    """
+    if ctx is not None or run.emit is not None:
+        announce(run, ctx, cb, step, attempt)
     began = _clock() if cb.timeout is not None else 0.0
     try:
         out = cb.call(ctx, run.input)
-        if cb.is_async:
-            return (yield Await(out, cb.timeout, deadline)), None  # type: ignore[arg-type]  # an awaitable
-        if cb.timeout is not None and _clock() - began > cb.timeout:
-            return None, CallbackTimeout(step, cb.role, cb.timeout)
-    except Expired as expired:
-        if expired.by_run:
-            return None, _EXPIRED
-        return None, CallbackTimeout(step, cb.role, cb.timeout or 0.0)
     except Exception as exc:  # noqa: BLE001 - any callback error is an outcome
         return None, exc
+    if cb.timeout is not None and _clock() - began > cb.timeout:
+        return None, CallbackTimeout(step, cb.role, cb.timeout)
+    check = cb.check_output
+    if check is not None and cb.role != "compensate" and check(out):  # the common case of `accept`, inline
+        return out, (run.recorder.check_output(step, cb.role, out) if cb.has_output and run.recorder else None)
+    return accept(run, cb, step, out)
+
+
+def accept(run: RunState, cb: Callback, step: str, out: object) -> tuple[object, BaseException | None]:
+    """A callback's return value as its output, or the error it makes: the common case here, the rest in `settle`."""
+    check = cb.check_output
+    if cb.role == "compensate" or (check is None and type(out) in CONTAINERS) or not (check is None or check(out)):
+        return settle(run, cb, step, out)
+    if cb.has_output and run.recorder is not None:
+        return out, run.recorder.check_output(step, cb.role, out)
     return out, None
 
 
@@ -116,15 +131,16 @@ def settle(run: RunState, cb: Callback, step: str, out: object) -> tuple[object,
     A compensation's output is never stored, so it is not checked: only a
     ``returns`` container it returns is looked at (a ``Failure`` fails it).
     """
-    err: BaseException | None = None
-    check = cb.check_output
     if cb.role == "compensate":
         return unwrap(out)
+    err: BaseException | None = None
+    check = cb.check_output
     if check is None:
         if type(out) in CONTAINERS:
             out, err = cb.settle(step, out)
     elif not check(out):
         out, err = cb.settle(step, out)
-    if err is None and run.recorder is not None and cb.has_output:
-        err = run.recorder.check_output(step, cb.role, out)
+    recorder = run.recorder
+    if recorder is not None and err is None and cb.has_output:
+        err = recorder.check_output(step, cb.role, out)
     return out, err

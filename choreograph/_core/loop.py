@@ -17,11 +17,12 @@ from typing import Any, Final
 
 from .._errors import MISSING, RunCancelled, Skip, StepError, UnassignableInput
 from . import record
-from .attempt import Called, call
+from .attempt import Called, call, once
 from .callbacks import type_name
 from .context import Context, context_for
 from .outcome import Verdict, decide, fatal_error
 from .plan import Entry, StepNode
+from .result import Outcome
 from .state import NOTHING, Restored, RunState, stamped
 
 _clock: Final = time.perf_counter
@@ -68,7 +69,7 @@ def execute(
         yield from compensate(run, ctx)
 
 
-def forward(
+def forward(  # noqa: C901, PLR0912 - the common case of `conclude` inline: it is paid per callback
     run: RunState,
     ctx: Context[Any] | None,
     start: int,
@@ -91,8 +92,8 @@ def forward(
             index = entry.next_step
             continue
         if pending is None:
-            refused = refuse(run, entry)
-            if refused:
+            check = entry.callback.check_input
+            if (run.deadline is not None or (check is not None and not check(run.input))) and refuse(run, entry):
                 return
             started, first = _clock(), None
         else:
@@ -100,7 +101,28 @@ def forward(
             pending = None
         cb = entry.callback
         base = 0 if run.attempt_base is None else run.attempt_base.get((st.key, cb.role), 0)
-        called = yield from call(run, ctx, cb, st.name, started, base, first)
+        if first is None and cb.retry is None and not cb.is_async:
+            output, error = once(run, ctx, cb, st.name, base + 1)
+            if error is None:  # the common case of `conclude`, inline: it is paid per callback
+                if cb.has_output:
+                    (run.job_data if cb.is_job else run.precheck_data)[st.key] = output
+                record.finished(
+                    run,
+                    st.name,
+                    cb.role,
+                    "ok",
+                    base + 1,
+                    _clock() - started,
+                    None,
+                    output if cb.has_output else MISSING,
+                )
+                if cb.is_job:
+                    run.completed.append(st)
+                index += 1
+                continue
+            called: Called = (output, error, base + 1, False)
+        else:
+            called = yield from call(run, ctx, cb, st.name, started, base, first)
         verdict = conclude(run, entry, called, _clock() - started)
         if verdict is Verdict.GO_ON:
             index += 1
@@ -127,23 +149,24 @@ def conclude(run: RunState, entry: Entry, called: Called, seconds: float) -> Ver
     """Apply a callback's outcome to the run: DataBag, error stack, fatal error; record it."""
     st, cb = entry.step, entry.callback
     name, role = st.name, cb.role
-    if called.expired:
+    output, err, attempts, expired = called
+    if expired:
         run.fatal = fatal = RunCancelled(run.timeout or 0.0, name)
-        record.finished(run, name, role, "canceled", called.attempts, seconds, fatal)
+        record.finished(run, name, role, "canceled", attempts, seconds, fatal)
         return Verdict.STOP
-    err = called.error
-    outcome, verdict = decide(role, err, strict=run.plan.strict_prechecks)
+    outcome: Outcome
+    outcome, verdict = ("ok", Verdict.GO_ON) if err is None else decide(role, err, strict=run.plan.strict_prechecks)
     stored: object = MISSING  # what went into the DataBag
     if err is None:
         if cb.has_output:
-            (run.job_data if cb.is_job else run.precheck_data)[st.key] = stored = called.output
+            (run.job_data if cb.is_job else run.precheck_data)[st.key] = stored = output
     elif isinstance(err, Skip) and err.has_output and not cb.is_job:
         unstorable = None if run.recorder is None else run.recorder.check_output(name, role, err.output)
         if unstorable is None:
             run.precheck_data[st.key] = stored = err.output
         else:
             err = unstorable
-    record.finished(run, name, role, outcome, called.attempts, seconds, err, stored)
+    record.finished(run, name, role, outcome, attempts, seconds, err, stored)
     if err is None:
         if cb.is_job:
             run.completed.append(st)
@@ -179,17 +202,19 @@ def compensate(run: RunState, ctx: Context[Any] | None) -> Loop:
         if cb is None or st.key in run.compensated:
             continue
         name = st.name
+        error: BaseException | None
         if cb.check_input is not None and not cb.check_input(run.input):
-            called, seconds = (
-                Called(None, UnassignableInput(name, "compensate", cb.input_hint, type_name(run.input)), 0),
+            error, attempts, seconds = (
+                UnassignableInput(name, "compensate", cb.input_hint, type_name(run.input)),
+                0,
                 0.0,
             )
         else:
             started = _clock()
             base = 0 if run.attempt_base is None else run.attempt_base.get((st.key, "compensate"), 0)
-            called = yield from call(run, ctx, cb, name, started, base)
+            _, error, attempts, _ = yield from call(run, ctx, cb, name, started, base)
             seconds = _clock() - started
-        outcome, _ = decide("compensate", called.error)
-        record.finished(run, name, "compensate", outcome, called.attempts, seconds, called.error)
-        if called.error is not None:
-            errors.append(StepError(name, "compensate", called.error))
+        outcome, _ = decide("compensate", error)
+        record.finished(run, name, "compensate", outcome, attempts, seconds, error)
+        if error is not None:
+            errors.append(StepError(name, "compensate", error))

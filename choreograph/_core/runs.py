@@ -72,7 +72,8 @@ def start(run: RunState) -> tuple[Context[Any] | None, Loop | None]:
     On the fast path unless the run has a timeout, a listener or a store.
     """
     ctx = context_of(run)
-    record.run_started(run)
+    if run.emit is not None:
+        record.run_started(run)
     if run.deadline is not None or run.emit is not None or run.recorder is not None:
         return ctx, execute(run, ctx)
     plan = run.plan
@@ -87,7 +88,8 @@ def finish(run: RunState) -> RunResult[Any]:
     if run.recorder is not None:
         run.recorder.finished(run)
     result = result_of(run)
-    record.run_finished(run, result)
+    if run.emit is not None:
+        record.run_finished(run, result)
     return result
 
 

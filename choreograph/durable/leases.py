@@ -56,17 +56,21 @@ class ActiveKeys:
     The keys each store object is running now, in any thread of this process.
 
     A store's lease can't tell two threads of one holder apart; this can: a
-    second thread of the same store waits as for another process.
+    second thread of the same store waits as for another process. Stores
+    are told apart by identity; a store's entry goes when the store does.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._keys: weakref.WeakKeyDictionary[object, set[str]] = weakref.WeakKeyDictionary()
+        self._keys: dict[int, set[str]] = {}
 
     def claim(self, store: object, key: str) -> bool:
         """Mark *key* as run through *store*; False if it already is."""
         with self._lock:
-            keys = self._keys.setdefault(store, set())
+            keys = self._keys.get(id(store))
+            if keys is None:
+                self._keys[id(store)] = keys = set()
+                weakref.finalize(store, self._forget, id(store))
             if key in keys:
                 return False
             keys.add(key)
@@ -75,4 +79,10 @@ class ActiveKeys:
     def release(self, store: object, key: str) -> None:
         """*key* is no longer run through *store*."""
         with self._lock:
-            self._keys.get(store, set()).discard(key)
+            keys = self._keys.get(id(store))
+            if keys is not None:
+                keys.discard(key)
+
+    def _forget(self, store_id: int) -> None:
+        with self._lock:
+            self._keys.pop(store_id, None)

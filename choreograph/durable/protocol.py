@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 from .._core.result import Outcome
 from .._errors import Phase
@@ -103,10 +103,11 @@ class Event:
     at: float
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NewEvent:
+class NewEvent(NamedTuple):
     """
     What a session records for one callback (`StoreSession.record`); the store adds the rest of an `Event`.
+
+    A named tuple: one is made per callback.
 
     .. versionadded:: 0.2.0
     """
@@ -121,8 +122,7 @@ class NewEvent:
     seconds: float
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Ending:
+class Ending(NamedTuple):
     """
     How a run ended (`StoreSession.finish`).
 
@@ -170,10 +170,9 @@ class StoreSession(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Begun:
+class Begun(NamedTuple):
     """
-    What `Store.begin` found, and the session when the run goes on.
+    What `Store.begin` found, and the session when the run goes on (a named tuple: one is made per run).
 
     Attributes:
         status: ``"running"`` or ``"compensating"`` (the run goes on, through

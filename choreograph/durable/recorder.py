@@ -11,6 +11,9 @@ from .._errors import MISSING, ChoreographError, Phase, UnstorableOutput
 from .codec import Codec, CodecError, error_message
 from .protocol import Ending, NewEvent, Status, StoreSession
 
+#: ``NewEvent(...)`` without its generated ``__new__``: one is made per callback.
+_new_event = tuple.__new__
+
 
 def qualified_type(error: BaseException) -> str:
     """
@@ -96,16 +99,11 @@ class DurableRecorder:
             cached = self._encoded  # check_output encoded it already
             encoded = cached[1] if cached is not None and cached[0] is output else self._codec.encode(output)
         self._encoded = None
-        event = NewEvent(
-            step=step,
-            phase=phase,
-            outcome=outcome,
-            output=encoded,
-            error=None if error is None else self._codec.encode_error(error),
-            error_type=None if error is None else qualified_type(error),
-            attempts=attempts,
-            seconds=seconds,
-        )
+        if error is None:
+            event = _new_event(NewEvent, (step, phase, outcome, encoded, None, None, attempts, seconds))
+        else:
+            error_text, error_type = self._codec.encode_error(error), qualified_type(error)
+            event = _new_event(NewEvent, (step, phase, outcome, encoded, error_text, error_type, attempts, seconds))
         self._ids.append(self._session.record(event))
 
     def rolling_back(self, fatal: ChoreographError) -> None:

@@ -94,19 +94,42 @@ class DurableRunner:
         """
         Take *key*'s lease, waiting while another holder runs it (at most the lease and a second).
 
-        *encoded* is the input as `encode` gives it.
+        The arguments are those of `prepare`, which callers try first: most keys are free.
 
         Returns:
             The run, set up to resume from the store; or the result, when nothing is to run.
         """
         give_up = _monotonic() + self.store.lease + 1.0
         while True:
-            begun = self._begin(key, encoded, fresh=fresh)
-            if not isinstance(begun, str):
-                break
+            prepared = self.prepare(plan, input, key, encoded, values, timeout, emit, fresh=fresh)
+            if not isinstance(prepared, str):
+                return prepared
             if _monotonic() >= give_up:
-                return result_of(Finished(input, (), KeyBusy(key, begun), DataBag(), 0, key, (), ()))
+                return result_of(Finished(input, (), KeyBusy(key, prepared), DataBag(), 0, key, (), ()))
             yield Sleep(POLL)
+
+    def prepare(
+        self,
+        plan: Plan,
+        input: object,  # noqa: A002
+        key: str,
+        encoded: str,
+        values: Mapping[str, object] | None,
+        timeout: float | None,
+        emit: Callable[[RunEvent], None] | None,
+        *,
+        fresh: bool,
+    ) -> RunState | RunResult[Any] | str:
+        """
+        Try once to take *key*'s lease (*encoded* is the input as `encode` gives it).
+
+        Returns:
+            The run, set up to resume from the store; the result, when nothing is
+            to run; or the holder's name, while another holder runs the key.
+        """
+        begun = self._begin(key, encoded, fresh=fresh)
+        if isinstance(begun, str):
+            return begun
         decoder = Decoder(self.store.codec, self.store.location, key)
         if begun.status == "ok":
             return result_of(stored_result(key, input, begun.events, begun.result, None, decoder))
@@ -116,16 +139,17 @@ class DurableRunner:
         session = begun.recorder
         assert session is not None  # noqa: S101 - a store gives one for a run that goes on
         try:
-            resumption = Resumption(begun.events, decoder)
             run = new_run(plan, input, values, timeout, emit, key=key)
+            resumption = Resumption(begun.events, decoder) if begun.events else None
             run.recorder = DurableRecorder(
-                session, self.store.codec, resumption.latest_ids, lambda: _active.release(self.store, key)
+                session, self.store.codec, {} if resumption is None else resumption.latest_ids, self._releaser(key)
             )
-            run.restored = resumption.restored or None
-            run.attempt_base = resumption.attempts or None
-            run.compensated = resumption.compensated
-            if begun.status == "compensating":
-                _resume_rollback(run, begun, resumption, decoder)
+            if resumption is not None:
+                run.restored = resumption.restored or None
+                run.attempt_base = resumption.attempts or None
+                run.compensated = resumption.compensated
+                if begun.status == "compensating":
+                    _resume_rollback(run, begun, resumption, decoder)
         except BaseException:
             try:
                 session.release()  # nothing ran: give the key back as it was
@@ -133,6 +157,10 @@ class DurableRunner:
                 _active.release(self.store, key)
             raise
         return run
+
+    def _releaser(self, key: str) -> Callable[[], None]:
+        """What the run's recorder calls once the key is released: this process no longer runs it."""
+        return lambda: _active.release(self.store, key)
 
     def _begin(self, key: str, encoded_input: str, *, fresh: bool) -> Begun | str:
         """The store's `begin`, for one thread of this process at a time per key."""
