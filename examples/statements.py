@@ -166,7 +166,7 @@ def demo(path: str) -> int:
     values = {"db": database}
 
     summarize("pass 1", list(coordinator.run_many(records, workers=4, values=values)))
-    failed = store.runs(status="failed")
+    failed = list(store.runs(status="failed"))  # a snapshot: runs() reads the store again at each use
     for info in failed:
         print(f"  store.runs(status='failed'): {info.key} (step {info.failed_step!r}, {info.error_type})")
     if failed:

@@ -1,13 +1,20 @@
-"""The store file: what `SqliteStore` refuses to open (leaving it untouched), and several processes sharing one."""
+"""
+The store file: what `SqliteStore` refuses to open (leaving it untouched), what `verify()` finds, and sharing one.
+"""
 
 import json
+import os
+import random
+import shutil
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 from hypothesis import given, settings
@@ -30,16 +37,68 @@ def make_store_file(path: Path, keys: int = 300) -> None:
             assert result.ok
 
 
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """
+    Every file in *folder* and its bytes.
+
+    An ``-shm`` file only by name: it is SQLite's shared-memory index, where every reader of a WAL notes its
+    place, and it holds no data (SQLite rebuilds it from the WAL).
+    """
+    return {
+        item.name: b"" if item.name.endswith("-shm") else item.read_bytes()
+        for item in sorted(folder.iterdir())
+        if item.is_file()
+    }
+
+
 def assert_refused(path: Path) -> StoreError:
-    """Opening *path* raises StoreError (an OSError and a ChoreographError) and leaves its bytes unchanged."""
-    before = path.read_bytes()
-    with pytest.raises(StoreError) as info:
+    """
+    Opening *path* raises StoreError (an OSError and a ChoreographError) and changes nothing.
+
+    The file keeps its bytes, and no file appears beside it or changes there (no -wal, -shm or -journal). Nor did
+    one appear for a while: SQLite was only asked through connections that can't write (read-only or immutable).
+    """
+    before = snapshot(path.parent)
+    with patch.object(sqlite3, "connect", wraps=sqlite3.connect) as connect, pytest.raises(StoreError) as info:
         SqliteStore(path)
+    for call in connect.call_args_list:
+        assert call.kwargs.get("uri") is True, call
+        assert call.args[0].endswith(("?immutable=1", "?mode=ro")), call
     assert isinstance(info.value, OSError)
     assert isinstance(info.value, ChoreographError)
     assert info.value.path == str(path)
-    assert path.read_bytes() == before
+    assert "nothing was changed" in info.value.problem
+    assert snapshot(path.parent) == before
     return info.value
+
+
+def page_size(data: bytes) -> int:
+    raw = int.from_bytes(data[16:18], "big")
+    return 65536 if raw == 1 else raw
+
+
+def header_pages(data: bytes) -> int:
+    return int.from_bytes(data[28:32], "big")
+
+
+@pytest.fixture(scope="module")
+def store_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The bytes of a real, closed store of 300 runs (its header's page count valid, no WAL left)."""
+    path = tmp_path_factory.mktemp("store") / "full.db"
+    make_store_file(path)
+    data = path.read_bytes()
+    assert int.from_bytes(data[24:28], "big") == int.from_bytes(data[92:96], "big")  # the in-header size is valid
+    assert len(data) == header_pages(data) * page_size(data)
+    return data
+
+
+def damaged(tmp_path: Path, data: bytes | bytearray) -> Path:
+    """A store file holding *data*, alone in its own folder."""
+    folder = tmp_path / "damaged"
+    folder.mkdir(parents=True)
+    path = folder / "runs.db"
+    path.write_bytes(bytes(data))
+    return path
 
 
 # -- files that are not (our) stores ---------------------------------------------------------------
@@ -64,26 +123,100 @@ def test_a_small_non_sqlite_file_is_refused_and_left_unchanged(tmp_path: Path, s
     assert_refused(path)
 
 
-@pytest.mark.parametrize("keep", [0.5, 0.1])
-def test_a_truncated_store_raises_store_error_and_is_left_unchanged(tmp_path: Path, keep: float):
-    """A store file cut short raises StoreError on opening or at the first read; its bytes are not changed."""
-    original = tmp_path / "full.db"
-    make_store_file(original)
-    data = original.read_bytes()
-    path = tmp_path / "truncated.db"
-    path.write_bytes(data[: int(len(data) * keep)])
-    before = path.read_bytes()
+CUTS = {
+    "1 byte": lambda size, page: size - 1,
+    "half a page": lambda size, page: size - page // 2,
+    "a page": lambda size, page: size - page,
+    "3 pages": lambda size, page: size - 3 * page,
+    "to half": lambda size, page: size // 2,
+    "to a tenth": lambda size, page: size // 10,
+    "to one page": lambda size, page: page,
+    "to 99 bytes": lambda size, page: 99,
+}
 
-    with pytest.raises(StoreError):  # noqa: PT012 - opening or the first read may be the one that fails
-        store = SqliteStore(path)
-        try:
-            store.runs()
-            store.run_info("0")
-            store.events("0")
-        finally:
-            store.close()
 
-    assert path.read_bytes() == before
+@pytest.mark.parametrize("cut", CUTS)
+def test_a_truncated_store_is_refused_on_opening_and_left_unchanged(tmp_path: Path, store_bytes: bytes, cut: str):
+    """A store cut short, by a byte, half a page or whole pages, is refused at once: StoreError, nothing changed."""
+    size = CUTS[cut](len(store_bytes), page_size(store_bytes))
+    path = damaged(tmp_path, store_bytes[:size])
+
+    error = assert_refused(path)
+
+    assert "truncated" in error.problem
+    if size >= 100:
+        assert f"the file has {size} bytes" in error.problem
+        assert f"says {header_pages(store_bytes)} pages of {page_size(store_bytes)} bytes" in error.problem
+
+
+def test_a_header_claiming_more_pages_than_the_file_holds_is_refused(tmp_path: Path, store_bytes: bytes):
+    """A header whose page count says the file is longer than it is: refused, nothing changed."""
+    data = bytearray(store_bytes)
+    data[28:32] = (header_pages(store_bytes) + 2).to_bytes(4, "big")
+
+    error = assert_refused(damaged(tmp_path, data))
+
+    assert f"says {header_pages(store_bytes) + 2} pages" in error.problem
+
+
+def test_a_file_longer_than_its_header_says_is_refused(tmp_path: Path, store_bytes: bytes):
+    """A whole page more than the header counts (something wrote past the end): refused, nothing changed."""
+    error = assert_refused(damaged(tmp_path, store_bytes + bytes(page_size(store_bytes))))
+
+    assert "truncated or damaged" in error.problem
+
+
+def test_without_a_valid_page_count_the_file_must_still_be_whole_pages(tmp_path: Path, store_bytes: bytes):
+    """
+    A header whose page count is not valid (version-valid-for != change counter, as old SQLite writers left it).
+
+    SQLite then takes the size from the file: whole pages open, whatever the stale count says; half a page more is
+    refused.
+    """
+    data = bytearray(store_bytes)
+    data[92:96] = (int.from_bytes(data[24:28], "big") + 1).to_bytes(4, "big")
+    data[28:32] = (7).to_bytes(4, "big")  # stale: ignored
+
+    with SqliteStore(damaged(tmp_path, data)) as store:
+        assert len(store.runs()) == 300
+        store.verify()
+    error = assert_refused(damaged(tmp_path / "cut", data[: -page_size(data) // 2]))
+    assert "not a whole number of 4096-byte pages" in error.problem
+
+
+def test_a_header_with_an_impossible_page_size_is_refused(tmp_path: Path, store_bytes: bytes):
+    """A page size that is not a power of two between 512 and 65536 is damage: refused, nothing changed."""
+    data = bytearray(store_bytes)
+    data[16:18] = (1000).to_bytes(2, "big")
+
+    error = assert_refused(damaged(tmp_path, data))
+
+    assert "impossible page size (1000)" in error.problem
+
+
+def test_random_bytes_in_the_middle_open_and_are_caught_by_verify(tmp_path: Path, store_bytes: bytes):
+    """
+    256 random bytes (seed 2024) written into the middle of a store: its header and size are right, so it opens.
+
+    Opening does not read every page (``PRAGMA quick_check`` costs 60 ms or more on a 50 MB store, see
+    benchmarks/store_open.py): `verify()` is what finds the damage, naming SQLite's findings. Opening, verifying
+    and closing write nothing: the folder holds the same bytes afterwards.
+    """
+    data = bytearray(store_bytes)
+    middle = len(data) // 2
+    data[middle : middle + 256] = random.Random(2024).randbytes(256)
+    path = damaged(tmp_path, data)
+    before = snapshot(path.parent)
+
+    with SqliteStore(path) as store:
+        with pytest.raises(StoreError) as info:
+            store.verify()
+        with pytest.raises(StoreError):  # reading the damaged pages fails too, as a StoreError
+            [store.events(str(key)) for key in range(300)]
+
+    assert "SQLite's integrity check failed" in info.value.problem
+    assert "page" in info.value.problem
+    assert snapshot(path.parent) == before
 
 
 def test_a_sqlite_file_of_another_application_is_refused(tmp_path: Path):
@@ -114,6 +247,34 @@ def test_a_sqlite_file_with_another_application_id_is_refused(tmp_path: Path):
     assert_refused(path)
 
 
+def test_a_store_whose_schema_page_is_damaged_is_refused_without_a_wal_appearing(tmp_path: Path, store_bytes: bytes):
+    """
+    Page 1 garbled after its 100-byte header (the schema's b-tree): the header and size are right, SQLite can't read.
+
+    Refused; SQLite only read it as immutable, so no -wal or -shm file appeared, not even for a moment.
+    """
+    data = bytearray(store_bytes)
+    data[100:1100] = random.Random(7).randbytes(1000)
+
+    error = assert_refused(damaged(tmp_path, data))
+
+    assert "corrupt" in error.problem
+
+
+def test_a_sqlite_file_of_another_application_in_wal_mode_is_refused_without_a_wal_appearing(tmp_path: Path):
+    """Another application's WAL-mode file, closed: refused from its header alone; no -wal or -shm file appears."""
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.close()
+    assert sorted(item.name for item in tmp_path.iterdir()) == ["other.db"]
+
+    error = assert_refused(path)
+
+    assert "another application" in error.problem
+
+
 def test_a_store_of_a_newer_schema_is_refused(tmp_path: Path):
     """A store whose schema version is newer than this choreograph's raises StoreError naming the version."""
     path = tmp_path / "runs.db"
@@ -133,6 +294,123 @@ def test_a_store_of_a_newer_schema_is_refused(tmp_path: Path):
     conn.close()
 
 
+# -- files with a WAL: another process has them open, or died with them open --------------------------------
+
+
+def open_elsewhere(path: Path) -> sqlite3.Connection:
+    """Another connection to the store that writes 400 runs to its WAL and never checkpoints (as another process)."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("PRAGMA wal_autocheckpoint=0")
+    other.execute("BEGIN")
+    other.executemany(
+        "INSERT INTO runs (key, status, generation, sessions, input, created, updated)"
+        " VALUES (?, 'ok', 1, 1, ?, ?, ?3)",
+        ((f"w{i}", json.dumps("y" * 500), time.time() + i) for i in range(400)),
+    )
+    other.execute("COMMIT")
+    return other
+
+
+def test_a_store_with_uncheckpointed_wal_frames_of_a_live_connection_opens(tmp_path: Path):
+    """While another connection's runs are only in the WAL, the store opens, sees them, verifies; both go on."""
+    path = tmp_path / "runs.db"
+    make_store_file(path, keys=5)
+    other = open_elsewhere(path)
+    try:
+        assert Path(f"{path}-wal").stat().st_size > 400 * 500  # the new pages are in the WAL, not in the file
+        with SqliteStore(path) as store:
+            assert store.counts()["ok"] == 405
+            store.verify()
+            assert Coordinator([Step("a", lambda: 1)], store=store).run(None, key="mine").ok
+        assert other.execute("SELECT count(*) FROM runs").fetchone() == (406,)
+    finally:
+        other.close()
+    with SqliteStore(path) as store:
+        assert len(store.runs()) == 406
+
+
+def crashed(tmp_path: Path, *statements: str) -> Path:
+    """
+    The files a process leaves when it is killed with runs in its WAL (after *statements*): the file, -wal, -shm.
+
+    No connection to them is alive: the next one to close would checkpoint the WAL into the file.
+    """
+    live = tmp_path / "live" / "runs.db"
+    live.parent.mkdir()
+    make_store_file(live, keys=5)
+    other = open_elsewhere(live)
+    for statement in statements:
+        other.execute(statement)
+    left = tmp_path / "crashed" / "runs.db"
+    left.parent.mkdir()
+    for suffix in ("", "-wal", "-shm"):
+        shutil.copy(f"{live}{suffix}", f"{left}{suffix}")
+    other.close()
+    return left
+
+
+def crashed_mid_checkpoint(tmp_path: Path) -> Path:
+    """
+    The files a crash in the middle of a checkpoint leaves: the WAL whole, the file's page 1 already copied from it.
+
+    A checkpoint copies pages in page order, so page 1 (the header) reaches the file first: after that crash the
+    header counts pages the file does not have yet. SQLite recovers from the WAL; the header check must allow it.
+    """
+    path = crashed(tmp_path)
+    wal = Path(f"{path}-wal").read_bytes()
+    size = int.from_bytes(wal[8:12], "big")
+    frames = [wal[at : at + 24 + size] for at in range(32, len(wal) - size - 23, 24 + size)]
+    first_page = [frame[24:] for frame in frames if int.from_bytes(frame[:4], "big") == 1][-1]
+    with path.open("r+b") as file:
+        file.write(first_page)
+    assert header_pages(first_page) * size > path.stat().st_size
+    return path
+
+
+def test_a_store_left_by_a_crash_in_the_middle_of_a_checkpoint_opens_whole(tmp_path: Path):
+    """A header ahead of the file's length is no damage while the WAL holds the pages: it opens with every run."""
+    path = crashed_mid_checkpoint(tmp_path)
+
+    with SqliteStore(path) as store:
+        assert store.counts()["ok"] == 405
+        store.verify()
+
+
+def test_the_same_file_without_its_wal_is_refused(tmp_path: Path):
+    """Without the WAL, that header disagrees with the file's size: refused, nothing changed."""
+    path = crashed_mid_checkpoint(tmp_path)
+    Path(f"{path}-wal").unlink()
+
+    assert "truncated or damaged" in assert_refused(path).problem
+
+
+def test_a_wal_holding_a_newer_schema_is_refused_without_checkpointing_it(tmp_path: Path):
+    """
+    A newer choreograph was killed after raising the schema version in its WAL: refused, by a read-only look.
+
+    Neither the file nor its WAL changes: a read-write connection, closing last, would checkpoint the WAL.
+    """
+    path = crashed(tmp_path, "PRAGMA user_version = 99")
+
+    assert "schema version 99" in assert_refused(path).problem
+
+
+def test_a_wal_holding_a_damaged_schema_is_refused_without_checkpointing_it(tmp_path: Path):
+    """A WAL left by a killed process, in which the runs table is gone: refused by the read-only look, unchanged."""
+    path = crashed(tmp_path, "DROP TABLE runs")
+
+    assert "no such table: runs" in assert_refused(path).problem
+
+
+def test_a_wal_of_a_killed_process_is_recovered_on_opening(tmp_path: Path):
+    """A sound store left with runs only in its WAL by a killed process opens with every run."""
+    path = crashed(tmp_path)
+
+    with SqliteStore(path) as store:
+        assert store.counts()["ok"] == 405
+        store.verify()
+
+
 def test_an_empty_existing_file_becomes_a_store(tmp_path: Path):
     """An existing empty file is accepted and becomes a store that runs and reopens."""
     path = tmp_path / "empty.db"
@@ -148,6 +426,30 @@ def test_an_empty_existing_file_becomes_a_store(tmp_path: Path):
         info = reopened.run_info("k")
         assert info is not None
         assert info.status == "ok"
+
+
+def test_a_store_in_a_folder_with_uri_characters_in_its_name_opens_again(tmp_path: Path):
+    """A path with spaces, ``#``, ``?`` and ``%`` (SQLite is asked through file: URIs) opens, and reopens."""
+    folder = tmp_path / "my runs #1 ?a=b %41"
+    folder.mkdir()
+    with SqliteStore(folder / "runs?.db") as store:
+        assert Coordinator([Step("a", lambda: "A")], store=store).run(None, key="k").ok
+    with SqliteStore(folder / "runs?.db") as store:
+        assert [info.key for info in store.runs()] == ["k"]
+        store.verify()
+
+
+def test_an_empty_sqlite_database_becomes_a_store(tmp_path: Path):
+    """A SQLite file with one page and no tables (no application id yet) is accepted and becomes a store."""
+    path = tmp_path / "blank.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")  # writes page 1, nothing else
+    conn.close()
+    assert path.stat().st_size == page_size(path.read_bytes())
+
+    with SqliteStore(path) as store:
+        assert Coordinator([Step("a", lambda: "A")], store=store).run(None, key="k").ok
+        store.verify()
 
 
 def test_a_missing_file_is_created_as_a_store(tmp_path: Path):
@@ -377,6 +679,7 @@ def test_a_version_1_store_is_migrated_and_keeps_its_runs(tmp_path: Path):
     with SqliteStore(path) as store:
         assert Coordinator([Step("double", job)], store=store).run(21, key="k").ok
     conn = sqlite3.connect(path)
+    conn.execute("DROP INDEX runs_by_updated")
     conn.execute("ALTER TABLE runs DROP COLUMN result")
     conn.execute("ALTER TABLE runs DROP COLUMN error_message")
     conn.execute("PRAGMA user_version = 1")
@@ -393,3 +696,207 @@ def test_a_version_1_store_is_migrated_and_keeps_its_runs(tmp_path: Path):
     columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
     conn.close()
     assert {"result", "error_message"} <= columns
+
+
+def test_a_version_2_store_gets_the_index_runs_lists_by(tmp_path: Path):
+    """A store of schema version 2 is migrated to 3 on opening: the index on (updated, key) appears; runs stay."""
+    path = tmp_path / "v2.db"
+    make_store_file(path, keys=5)
+    conn = sqlite3.connect(path)
+    conn.execute("DROP INDEX runs_by_updated")
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+
+    with SqliteStore(path) as store:
+        assert len(store.runs()) == 5
+        store.verify()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone() == (3,)
+    plan = conn.execute("EXPLAIN QUERY PLAN SELECT key FROM runs ORDER BY updated DESC, key LIMIT 5").fetchall()
+    conn.close()
+    assert "runs_by_updated" in str(plan)
+
+
+# -- runs(): pages of keys, in bounded memory ------------------------------------------------------------
+
+
+def insert_runs(path: Path, rows: list[tuple[str, str, float]]) -> None:
+    """Write (key, status, updated) rows straight into the runs table: many runs, fast, with chosen times."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN")
+    conn.executemany(
+        "INSERT INTO runs (key, status, generation, sessions, input, created, updated)"
+        ' VALUES (?, ?, 1, 1, \'{"some": "input of a realistic size for a record"}\', ?3, ?3)',
+        rows,
+    )
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def test_runs_pages_through_equal_update_times_without_losing_or_repeating_a_run(tmp_path: Path):
+    """
+    2,500 runs with only 3 distinct `updated` values, so page boundaries fall inside runs of equal time.
+
+    Iteration gives every run once, ordered by `updated` descending, then key; the filters page the same way.
+    """
+    path = tmp_path / "runs.db"
+    SqliteStore(path).close()
+    rows = [(f"k{i:05d}", "ok" if i % 4 else "failed", float(i % 3)) for i in range(2_500)]
+    insert_runs(path, rows)
+    expected = [key for key, _, _ in sorted(rows, key=lambda row: (-row[2], row[0]))]
+
+    with SqliteStore(path) as store:
+        assert [info.key for info in store.runs()] == expected
+        failed = [key for key, status, _ in sorted(rows, key=lambda row: (-row[2], row[0])) if status == "failed"]
+        assert [info.key for info in store.runs(status="failed")] == failed
+        assert [info.key for info in store.runs(limit=2_001)] == expected[:2_001]
+        assert store.runs()[1_999].key == expected[1_999]
+        assert [info.key for info in store.runs()[998:1_003]] == expected[998:1_003]
+        assert len(store.runs()) == 2_500
+        assert store.counts() == {**dict.fromkeys(store.counts(), 0), "ok": 1_875, "failed": 625}
+
+
+def test_iterating_runs_holds_one_page_in_memory_however_many_runs(tmp_path: Path):
+    """
+    A loop over 30,000 runs keeps Python's memory peak under 2 MB (one page of 1,000 runs).
+
+    Holding them all, as `list(store.runs())` does, takes several times that: the bound is real, not a small store.
+    """
+    path = tmp_path / "runs.db"
+    SqliteStore(path).close()
+    insert_runs(path, [(f"order-{i:08d}", "ok", float(i)) for i in range(30_000)])
+
+    def peak(action: object) -> float:
+        with SqliteStore(path) as store:
+            tracemalloc.start()
+            try:
+                action(store)  # type: ignore[operator]
+                return tracemalloc.get_traced_memory()[1] / 1e6
+            finally:
+                tracemalloc.stop()
+
+    looped = peak(lambda store: sum(1 for _ in store.runs()))
+    held = peak(lambda store: list(store.runs()))
+
+    assert looped < 2.0
+    assert held > 4 * looped
+
+
+# -- verify() ---------------------------------------------------------------------------------------------
+
+
+def tamper(path: Path, *statements: str) -> None:
+    """Change the file the way a bug, a tool or a person would, behind the store's back."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in statements:
+        conn.execute(statement)
+    conn.close()
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Path:
+    path = tmp_path / "runs.db"
+    make_store_file(path, keys=20)
+    return path
+
+
+def verify_problem(path: Path) -> str:
+    """Open the store at *path* (it must open), and return the problem `verify()` raises."""
+    with SqliteStore(path) as store, pytest.raises(StoreError) as info:
+        store.verify()
+    return info.value.problem
+
+
+def test_verify_returns_none_for_a_sound_file(store_path: Path):
+    """`verify()` of a sound store returns None and leaves the file's bytes as they were."""
+    before = store_path.read_bytes()
+    with SqliteStore(store_path) as store:
+        assert store.verify() is None
+    assert store_path.read_bytes() == before
+
+
+def test_verify_names_events_without_a_run(store_path: Path):
+    """Events whose run row is gone (deleted behind the store's back) are named, with their count and a key."""
+    tamper(store_path, "DELETE FROM runs WHERE key IN ('3', '7')")
+
+    assert "4 events have no runs row (e.g. key '3')" in verify_problem(store_path)
+
+
+def test_verify_names_events_of_a_later_generation_or_session(store_path: Path):
+    """An event of a generation or session its run never had is named."""
+    tamper(
+        store_path, "UPDATE events SET generation = 5 WHERE key = '2'", "UPDATE events SET session = 9 WHERE key = '4'"
+    )
+
+    assert "4 events belong to a generation or session their run never had (e.g. key '2')" in verify_problem(store_path)
+
+
+def test_verify_names_unknown_statuses_and_half_leases(store_path: Path):
+    """A status choreograph does not know, and an owner without a lease expiry, are named together."""
+    tamper(store_path, "UPDATE runs SET status = 'lost' WHERE key = '1'", "UPDATE runs SET owner = 'x' WHERE key = '5'")
+
+    problem = verify_problem(store_path)
+
+    assert "1 runs have an unknown status (e.g. key '1')" in problem
+    assert "1 runs have a lease holder without a lease expiry" in problem
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ("ALTER TABLE runs DROP COLUMN error_message", "table runs has no column error_message"),
+        ("DROP INDEX events_by_run", "index events_by_run is missing"),
+        ("DROP INDEX runs_by_updated", "index runs_by_updated is missing"),
+    ],
+)
+def test_verify_names_a_missing_column_or_index(store_path: Path, change: str, named: str):
+    """A schema that lost a column or an index (it still opens) is named by `verify()`."""
+    tamper(store_path, change)
+
+    assert named in verify_problem(store_path)
+
+
+def test_verify_names_a_column_of_another_type_and_an_index_on_other_columns(store_path: Path):
+    """A column redeclared with another type, and an index rebuilt on other columns, are named."""
+    tamper(
+        store_path,
+        "ALTER TABLE runs DROP COLUMN error_message",
+        "ALTER TABLE runs ADD COLUMN error_message BLOB",
+        "DROP INDEX events_by_run",
+        "CREATE INDEX events_by_run ON events (key)",
+    )
+
+    problem = verify_problem(store_path)
+
+    assert "table runs: column error_message is ('BLOB', 0, 0), expected ('TEXT', 0, 0)" in problem
+    assert "index events_by_run is not on the expected columns" in problem
+
+
+def test_verify_names_another_application_id_and_schema_version(store_path: Path):
+    """An application id or schema version changed while the store is open are named by `verify()`."""
+    with SqliteStore(store_path) as store:
+        tamper(store_path, "PRAGMA application_id = 7", "PRAGMA user_version = 1")
+        with pytest.raises(StoreError) as info:
+            store.verify()
+
+    assert f"application id 0x7 is not choreograph's ({APPLICATION_ID:#x})" in info.value.problem
+    assert "schema version 1, expected 3" in info.value.problem
+
+
+def test_verify_names_a_file_cut_short_while_open(store_path: Path):
+    """A file truncated by half a page while a store has it open: `verify()` says so, as opening would."""
+    with SqliteStore(store_path) as store:
+        size = store_path.stat().st_size
+        os.truncate(store_path, size - 2048)
+        with pytest.raises(StoreError, match="truncated or damaged"):
+            store.verify()
+
+
+def test_verify_of_a_deleted_file_says_it_is_gone(store_path: Path):
+    """A store whose file was deleted while open: `verify()` says the file is gone."""
+    with SqliteStore(store_path) as store:
+        for item in store_path.parent.glob("runs.db*"):
+            item.unlink()
+        with pytest.raises(StoreError, match="the file is gone"):
+            store.verify()

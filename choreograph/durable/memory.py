@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Self
 
@@ -21,6 +22,7 @@ from .._errors import StoreError
 from .codec import Codec, CodecError, JsonCodec
 from .leases import is_alive, new_owner
 from .protocol import Begun, Ending, Event, NewEvent, Row, RunInfo, Status, begin_row
+from .runlist import STATUSES, RunList, checked_limit, describe
 
 
 @dataclass(slots=True, kw_only=True)
@@ -89,6 +91,7 @@ class MemoryStore:
         self._lock = threading.RLock()
         self._runs: dict[str, _Run] = {}
         self._events: list[Event] = []
+        self._last_id = 0  # events are numbered in the order they were recorded, never reused
         self._closed = False
 
     @property
@@ -147,7 +150,8 @@ class MemoryStore:
     def _append(self, key: str, generation: int, session: int, event: NewEvent) -> int:
         with self._lock:
             self._check_open()
-            number = len(self._events) + 1
+            self._last_id += 1
+            number = self._last_id
             self._events.append(
                 Event(
                     id=number,
@@ -240,24 +244,47 @@ class MemoryStore:
         step: str | None = None,
         error_type: str | None = None,
         limit: int | None = None,
-    ) -> list[RunInfo]:
-        """List runs, most recently updated first (the filters of `SqliteStore.runs`)."""
+    ) -> Sequence[RunInfo]:
+        """
+        List runs, most recently updated first, then by key (the filters of `SqliteStore.runs`).
+
+        A lazy sequence, like `SqliteStore.runs`: each use reads the store again.
+        A loop over it goes over the runs as they were when it started.
+        """
+        chosen = checked_limit(limit)
+        self._check_open()
+
+        def select() -> list[RunInfo]:
+            with self._lock:
+                found = [run.info(key) for key, run in self._runs.items()]
+            found = [info for info in found if _matches(info, status, step, error_type)]
+            found.sort(key=lambda info: info.key)
+            found.sort(key=lambda info: info.updated, reverse=True)
+            return found
+
+        def iterate(n: int | None) -> Iterator[RunInfo]:
+            yield from select()[:n]
+
+        return RunList(
+            iterate=iterate,
+            read=lambda offset, n: select()[offset : offset + n],
+            count=lambda: len(select()),
+            limit=chosen,
+            label=describe(self.location, status=status, step=step, error_type=error_type, limit=limit),
+        )
+
+    def counts(
+        self, *, status: Status | None = None, step: str | None = None, error_type: str | None = None
+    ) -> dict[Status, int]:
+        """Count runs by status, with the filters of `runs`: every status, 0 where no run has it."""
+        self._check_open()
+        counted: dict[Status, int] = dict.fromkeys(STATUSES, 0)
         with self._lock:
-            infos = [run.info(key) for key, run in self._runs.items()]
-        chosen = [
-            info
-            for info in infos
-            if (status is None or info.status == status)
-            and (step is None or (info.failed_step is not None and info.failed_step.casefold() == step.casefold()))
-            and (
-                error_type is None
-                or info.error_type == error_type
-                or (info.error_type or "").endswith(f".{error_type}")
-            )
-        ]
-        chosen.sort(key=lambda info: info.key)
-        chosen.sort(key=lambda info: info.updated, reverse=True)
-        return chosen if limit is None else chosen[: max(0, int(limit))]
+            for key, run in self._runs.items():
+                info = run.info(key)
+                if _matches(info, status, step, error_type):
+                    counted[info.status] = counted.get(info.status, 0) + 1
+        return counted
 
     def events(self, key: str, *, generation: int | None = None) -> list[Event]:
         """Return the recorded callbacks of *key*, in the order they were recorded."""
@@ -265,8 +292,30 @@ class MemoryStore:
             return [e for e in self._events if e.key == key and (generation is None or e.generation == generation)]
 
     def decode(self, text: str) -> object:
-        """Decode an `Event.output` with this store's codec."""
+        """Decode an `Event.output` (or a stored input) with this store's codec; for errors, see `decode_error`."""
         return self.codec.decode(text)
+
+    def decode_error(self, text: str) -> BaseException:
+        """Decode an `Event.error`: the exception, or a `StoredError` when its class can't be rebuilt."""
+        return self.codec.decode_error(text)
+
+    def verify(self) -> None:
+        """
+        Check the store's invariants (what `SqliteStore.verify` checks of its rows).
+
+        Every event belongs to a run, and to one of its generations and
+        sessions so far; events are numbered in increasing order; every
+        status is known; a run has a lease holder exactly when it has a lease
+        expiry.
+
+        Raises:
+            StoreError: Naming every rule broken, each with an example key.
+        """
+        with self._lock:
+            self._check_open()
+            problems = _problems(self._runs, self._events)
+        if problems:
+            raise StoreError(self.location, "; ".join(problems))
 
     def prune(self, *, status: Status | None = None, before: float | None = None, keys: list[str] | None = None) -> int:
         """Delete finished runs and their events; runs going on (a live lease) are never deleted."""
@@ -300,6 +349,40 @@ class MemoryStore:
 
     def __repr__(self) -> str:
         return f"MemoryStore(codec={self.codec.name!r}, runs={len(self._runs)})"
+
+
+def _matches(info: RunInfo, status: Status | None, step: str | None, error_type: str | None) -> bool:
+    """Whether *info* passes the filters of `Store.runs`."""
+    return (
+        (status is None or info.status == status)
+        and (step is None or (info.failed_step is not None and info.failed_step.casefold() == step.casefold()))
+        and (error_type is None or info.error_type == error_type or (info.error_type or "").endswith(f".{error_type}"))
+    )
+
+
+def _problems(runs: dict[str, _Run], events: list[Event]) -> list[str]:
+    """Every broken invariant of a memory store's rows, each with its count and an example key."""
+    broken: dict[str, list[str]] = {}
+
+    def note(message: str, key: str) -> None:
+        broken.setdefault(message, []).append(key)
+
+    last = 0
+    for event in events:
+        run = runs.get(event.key)
+        if run is None:
+            note("{} events have no run (e.g. key {!r})", event.key)
+        elif not (1 <= event.generation <= run.row.generation and 1 <= event.session <= run.row.sessions):
+            note("{} events belong to a generation or session their run never had (e.g. key {!r})", event.key)
+        if event.id <= last:
+            note("{} events are not numbered in increasing order (e.g. key {!r})", event.key)
+        last = max(last, event.id)
+    for key, run in runs.items():
+        if run.row.status not in STATUSES:
+            note("{} runs have an unknown status (e.g. key {!r})", key)
+        if (run.row.owner is None) != (run.row.lease_until is None):
+            note("{} runs have a lease holder without a lease expiry, or the other way round (e.g. key {!r})", key)
+    return [message.format(len(keys), min(keys)) for message, keys in broken.items()]
 
 
 class MemorySession:

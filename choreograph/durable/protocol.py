@@ -17,7 +17,7 @@ has to read the row, call it and write the row back in one transaction.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
@@ -78,8 +78,9 @@ class Event:
         step: The step's name.
         phase: ``"precheck"``, ``"job"`` or ``"compensate"``.
         outcome: As in `Call.outcome`.
-        output: The encoded output, if one was stored (see `SqliteStore.decode`).
-        error: The encoded error, if any.
+        output: The encoded output, if one was stored: `Store.decode` gives it back.
+        error: The encoded error, if any: `Store.decode_error` gives the exception back
+            (`Store.decode` would only give the raw record).
         error_type: The error's class, if any.
         attempts: Calls made, retries included.
         seconds: Wall time.
@@ -315,8 +316,27 @@ class Store(Protocol):
         step: str | None = None,
         error_type: str | None = None,
         limit: int | None = None,
-    ) -> list[RunInfo]:
-        """List runs, most recently updated first (see `SqliteStore.runs`)."""
+    ) -> Sequence[RunInfo]:
+        """
+        List runs, most recently updated first, then by key (see `SqliteStore.runs`).
+
+        Filters: *status*; *step*, the step that stopped the run (ignoring
+        case); *error_type*, the error's class, by name or ``module.QualName``.
+        The sequence may read the store as it is used (a store that keeps its
+        runs outside the process must: iterating it takes bounded memory
+        however many runs there are, as `SqliteStore.runs` does); no run
+        comes twice in one iteration; a negative *limit* is a `ValueError`.
+        """
+        ...
+
+    def counts(
+        self, *, status: Status | None = None, step: str | None = None, error_type: str | None = None
+    ) -> Mapping[Status, int]:
+        """Count the runs `runs` would list with these filters, by status: every status, 0 where no run has it."""
+        ...
+
+    def verify(self) -> None:
+        """Check the store's integrity; raise `StoreError` naming what is wrong, return None when it is sound."""
         ...
 
     def events(self, key: str, *, generation: int | None = None) -> list[Event]:
@@ -324,7 +344,11 @@ class Store(Protocol):
         ...
 
     def decode(self, text: str) -> object:
-        """Decode an `Event.output` with the store's codec."""
+        """Decode an `Event.output` (or a stored input) with the store's codec."""
+        ...
+
+    def decode_error(self, text: str) -> BaseException:
+        """Decode an `Event.error` with the store's codec (`Codec.decode_error`): never raises."""
         ...
 
     def prune(self, *, status: Status | None = None, before: float | None = None, keys: list[str] | None = None) -> int:
