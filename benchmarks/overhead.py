@@ -6,7 +6,9 @@ A 10-step flow, each step with a precheck and a job of the form
 making the same calls with try/except and a dict store. Both are timed in
 alternating rounds (best round wins, which filters out noise from a shared
 machine) and the ratio is printed. The same with unannotated callbacks, then
-``run_many`` throughput over 10,000 inputs against a plain loop of ``run``.
+``run_many`` throughput over 10,000 inputs against a plain loop of ``run``,
+and the cost of listening to a run's events (one listener that does nothing
+against none: without a listener a run sends no event at all).
 
 A third loop, the "contract floor", adds to the hand-written one only what
 API.md requires of any implementation per callback (a wall-clock timestamp
@@ -210,6 +212,20 @@ def async_throughput(rounds: int, count: int) -> None:
     )
 
 
+def listening(rounds: int, number: int) -> None:
+    """The same 10-step flow with one listener that does nothing, against none."""
+    quiet: Coordinator[int] = Coordinator()
+    heard: Coordinator[int] = Coordinator(listeners=[lambda _event: None])
+    for i in range(STEPS):
+        quiet.add_step(Step(f"step {i}", annotated_job, annotated_precheck))
+        heard.add_step(Step(f"step {i}", annotated_job, annotated_precheck))
+    without, with_one = best_of(rounds, number, quiet.run, heard.run)
+    print(
+        f"listeners               none {without * 1e6:5.2f} us/run | one that does nothing"
+        f" {with_one * 1e6:5.2f} us/run: ratio {with_one / without:.2f} (events sent: 42 per run)"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--quick", action="store_true", help="fewer rounds, for a smoke test")
@@ -219,6 +235,7 @@ def main() -> int:
     print(f"Python {sys.version.split()[0]}, {STEPS} steps, precheck + job each, best of {rounds} rounds")
     annotated = compare("annotated (ctx, x: int)", annotated_precheck, annotated_job, rounds, number)
     plain = compare("unannotated (ctx, x)", plain_precheck, plain_job, rounds, number)
+    listening(rounds, number // 5)
     throughput(max(2, rounds // 5), count)
     async_throughput(max(2, rounds // 5), count // 5)
     verdict = annotated <= TARGET_ANNOTATED and plain <= TARGET_UNANNOTATED

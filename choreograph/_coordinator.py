@@ -30,8 +30,10 @@ from ._core.runs import new_run, run_async, run_plain, run_sync
 from ._core.state import RunState
 from ._core.step import Step
 from ._errors import InputError, StepDefinitionError
+from ._listeners import fan_out, outcome_listener
 from .durable.protocol import Store
 from .durable.runner import DurableRunner
+from .events import RunEvent
 from .executors.protocol import Executor
 from .executors.threads import ThreadExecutor, check_workers
 
@@ -66,6 +68,11 @@ class Coordinator(Generic[InputT]):
         strict_prechecks: A precheck error that is neither `Skip` nor
             `ExecutionCanceled` stops the run with `PrecheckFailed`, instead
             of skipping the job.
+        listeners: Callables taking each event of every run (see
+            `choreograph.events` and `listen`).
+        on_success: Called with the result of every run that finished ok.
+        on_failure: Called with the result of every run that finished with a
+            fatal error (after its compensations).
 
     .. versionadded:: 0.1.0
     """
@@ -83,6 +90,9 @@ class Coordinator(Generic[InputT]):
         store: Store | None = None,
         key: Callable[[InputT], str | int] | None = None,
         strict_prechecks: bool = False,
+        listeners: Iterable[Callable[[RunEvent], object]] = (),
+        on_success: Callable[[RunResult[InputT]], object] | None = None,
+        on_failure: Callable[[RunResult[InputT]], object] | None = None,
     ) -> None:
         strict: object = strict_prechecks  # checked at run time: callers may not be typed
         if not isinstance(strict, bool):
@@ -106,6 +116,15 @@ class Coordinator(Generic[InputT]):
         self._store = store
         self._key = key
         self._durable = None if store is None else DurableRunner(store, key)
+        options: tuple[tuple[str, object], ...] = (("on_success", on_success), ("on_failure", on_failure))
+        for name, callback in options:  # checked at run time: callers may not be typed
+            if callback is not None and not callable(callback):
+                msg = f"{name} must be a callable taking a RunResult, got {type_name(callback)}"
+                raise TypeError(msg)
+        outcome = outcome_listener(on_success, on_failure)
+        self._rebuild_emit(() if outcome is None else ((object(), outcome),))
+        for listener in listeners:
+            self.listen(listener)
         for step in steps:
             self.add_step(step)
 
@@ -126,6 +145,49 @@ class Coordinator(Generic[InputT]):
         .. versionadded:: 0.1.0
         """
         return tuple(node.step for node in self._plan.steps)
+
+    # -- listeners ----------------------------------------------------------
+
+    def listen(self, listener: Callable[[RunEvent], object]) -> Callable[[], None]:
+        """
+        Send every event of the runs that start from now on to *listener*.
+
+        A listener is called synchronously, in the thread running the run;
+        one run's events arrive in order. One that raises is reported with a
+        `ListenerWarning` and never changes the run.
+
+        Returns:
+            A function that unsubscribes *listener* (calling it again does nothing).
+
+        Raises:
+            TypeError: *listener* is not callable.
+
+        .. versionadded:: 0.2.0
+        """
+        given: object = listener  # checked at run time: callers may not be typed
+        if not callable(given):
+            msg = f"a listener must be a callable taking an event, got {type_name(listener)}"
+            raise TypeError(msg)
+        marker = object()  # this subscription: the same listener twice is unsubscribed once per listen()
+        with self._lock:
+            self._rebuild_emit((*self._subscriptions, (marker, listener)))
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._rebuild_emit(tuple(s for s in self._subscriptions if s[0] is not marker))
+
+        return unsubscribe
+
+    def _rebuild_emit(self, subscriptions: tuple[tuple[object, Callable[[RunEvent], object]], ...]) -> None:
+        """Make the callables a run sends its events to: without logging, and with it."""
+        self._subscriptions = subscriptions
+        listeners = [listener for _, listener in subscriptions]
+        self._emit_quiet = fan_out(listeners)
+        self._emit_logged = fan_out([_logging.log, *listeners])
+
+    def _emit(self) -> Callable[[RunEvent], None] | None:
+        """Where a run starting now sends its events, if anywhere."""
+        return self._emit_logged if _logging.is_enabled() else self._emit_quiet
 
     # -- registering steps ----------------------------------------------------
 
@@ -231,7 +293,7 @@ class Coordinator(Generic[InputT]):
         """Check a run's options and set it up."""
         timeout = validate_timeout(timeout, "timeout")
         shared = None if values is None else _snapshot(values)
-        return new_run(self._plan, input, shared, timeout, _logging.listener())
+        return new_run(self._plan, input, shared, timeout, self._emit())
 
     def _acquire(
         self,
@@ -267,7 +329,7 @@ class Coordinator(Generic[InputT]):
         *,
         fresh: bool,
     ) -> RunState | RunResult[Any] | Generator[object, object, RunState | RunResult[Any]]:
-        emit = _logging.listener()
+        emit = self._emit()
         prepared = durable.prepare(self._plan, input, name, encoded, values, timeout, emit, fresh=fresh)
         if isinstance(prepared, str):  # another holder runs the key: wait for it
             return durable.acquire(self._plan, input, name, encoded, values, timeout, emit, fresh=fresh)
@@ -361,7 +423,7 @@ class Coordinator(Generic[InputT]):
             return prepared if isinstance(prepared, RunResult) else run_sync(prepared)
         if key is not None or fresh:
             self._not_durable(key, fresh=fresh)
-        if timeout is None and values is None and not _logging.is_enabled():
+        if timeout is None and values is None and self._emit_quiet is None and not _logging.is_enabled():
             return run_plain(self._plan, input)  # the common case: every call here is paid once per record
         return run_sync(self._new_run(input, values, timeout))
 

@@ -428,3 +428,13 @@ class InputError(_WrapsError):
 
     def __str__(self) -> str:
         return f"record {self.position} can't be run: {type(self.error).__name__}: {self.error}"
+
+
+class ListenerWarning(UserWarning):
+    """
+    A listener of a run's events raised: the run went on as if it hadn't.
+
+    The message names the listener, the event and the error.
+
+    .. versionadded:: 0.2.0
+    """

@@ -289,14 +289,17 @@ def test_hierarchy(cls, builtins):
 
 
 def test_every_public_exception_is_a_choreograph_error():
-    """Every exception class exported by the package subclasses ChoreographError; all of the above are exported."""
+    """Every exception class exported by the package subclasses ChoreographError (warnings are UserWarnings)."""
     exported = {
         obj
         for obj in (getattr(choreograph, name) for name in choreograph.__all__)
         if isinstance(obj, type) and issubclass(obj, BaseException)
     }
     assert set(EXCEPTIONS) <= exported
-    assert all(issubclass(cls, ChoreographError) for cls in exported)
+    errors = {cls for cls in exported if not issubclass(cls, Warning)}
+    assert all(issubclass(cls, ChoreographError) for cls in errors)
+    assert exported - errors == {choreograph.ListenerWarning}
+    assert issubclass(choreograph.ListenerWarning, UserWarning)
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ always those of the callback reading them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
 from threading import get_ident
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 from loguru import logger as _logger
 
 from .._errors import ChoreographError, NoDataBagInContext, Phase, StepError
+from ..events import Emitted, RunEvent
 from .bag import DataBag
 
 if TYPE_CHECKING:  # pragma: no cover - loguru's `Logger` exists only in its stubs, so it
@@ -35,6 +36,7 @@ class RunView(Protocol):
     run_id: int
     key: str | None
     fatal: ChoreographError | None
+    emit: Callable[[RunEvent], None] | None
 
     @property
     def bag(self) -> DataBag:
@@ -170,6 +172,29 @@ class Context(Generic[InputT]):
             bound = _logger.bind(run_id=self._run.run_id, step=step)
             self._logger, self._logger_step = bound, step
         return bound
+
+    def emit(self, kind: str, payload: object = None) -> None:
+        """
+        Send an `Emitted` event (progress, a custom message) to the run's listeners.
+
+        Costs nothing when nobody listens.
+
+        Args:
+            kind: What it is: a name of your choosing, such as ``"progress"``.
+            payload: Anything the listeners understand.
+
+        Raises:
+            TypeError: *kind* is not a non-empty ``str``.
+
+        .. versionadded:: 0.2.0
+        """
+        given: object = kind  # checked at run time: callers may not be typed
+        if not isinstance(given, str) or not given:
+            msg = f"emit() needs a kind, a non-empty str; got {kind!r}"
+            raise TypeError(msg)
+        run = self._run
+        if run.emit is not None:
+            run.emit(Emitted(run_id=run.run_id, step=self.step, kind=kind, payload=payload))
 
     def __repr__(self) -> str:
         return f"<Context run_id={self._run.run_id} step={self.step!r} phase={self.phase}>"

@@ -3,7 +3,8 @@ The one place where what a run does is recorded: its trace, its store's recorder
 
 The run loop calls `finished` once per callback whose outcome it decided, and
 `started` before each attempt; the run's set-up and finish call `run_started`
-and `run_finished`. Nothing else writes a trace entry or sends an event.
+and `run_finished`. Nothing else writes a trace entry or sends an event, but
+`Context.emit`, which sends what a callback emits.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ import time
 from typing import Any
 
 from .._errors import MISSING, Phase
-from ..events import CallbackFinished, CallbackStarted, Emitted, RunFinished, RunStarted
+from ..events import CallbackFinished, CallbackStarted, RunFinished, RunStarted, maker
 from .result import Outcome, RunResult
 from .state import RunState
+
+_callback_started = maker(CallbackStarted)
+_callback_finished = maker(CallbackFinished)
 
 
 def run_started(run: RunState) -> None:
@@ -26,7 +30,7 @@ def run_started(run: RunState) -> None:
 def started(run: RunState, step: str, phase: Phase, attempt: int) -> None:
     """An attempt of a callback starts."""
     if run.emit is not None:
-        run.emit(CallbackStarted(run_id=run.run_id, step=step, phase=phase, attempt=attempt))
+        run.emit(_callback_started(run.run_id, step, phase, attempt))
 
 
 def finished(
@@ -48,23 +52,7 @@ def finished(
     if run.recorder is not None:
         run.recorder.record(step, phase, outcome, output, error, attempts, seconds)
     if run.emit is not None:
-        run.emit(
-            CallbackFinished(
-                run_id=run.run_id,
-                step=step,
-                phase=phase,
-                outcome=outcome,
-                attempt=attempts,
-                seconds=seconds,
-                error=error,
-            )
-        )
-
-
-def emitted(run: RunState, step: str, kind: str, payload: object) -> None:
-    """A callback emitted something."""
-    if run.emit is not None:
-        run.emit(Emitted(run_id=run.run_id, step=step, kind=kind, payload=payload))
+        run.emit(_callback_finished(run.run_id, step, phase, outcome, attempts, seconds, error))
 
 
 def run_finished(run: RunState, result: RunResult[Any]) -> None:
