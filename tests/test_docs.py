@@ -162,3 +162,14 @@ def test_the_griffe_extension_fences_doctests_and_renders_version_directives():
         "*Added in version 0.1.0.*",
         "*Deprecated since version 0.3.0.* Use `other`.",
     ]
+
+
+def test_the_guide_lists_every_field_of_call():
+    """The testing guide names every field of `Call`, so readers know what a trace entry holds."""
+    from dataclasses import fields
+
+    from choreograph import Call
+
+    text = (DOCS / "guide" / "testing.md").read_text(encoding="utf-8")
+    listed = f"Call({', '.join(field.name for field in fields(Call))})"
+    assert listed in text
