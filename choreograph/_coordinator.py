@@ -617,7 +617,8 @@ class _BoundRun(Generic[InputT]):
         coordinator = self._coordinator
         if coordinator._durable is None:  # noqa: SLF001 - this module's own class
             return coordinator.run(input, values=self._values, timeout=self._timeout)
-        prepared = coordinator._acquire_record(input, position, self._values, self._timeout, fresh=self._fresh)  # noqa: SLF001
+        values, timeout, fresh = self._values, self._timeout, self._fresh
+        prepared = coordinator._acquire_record(input, position, values, timeout, fresh=fresh)  # noqa: SLF001 - this module's
         if isinstance(prepared, Generator):
             prepared = drive(prepared)
         return prepared if isinstance(prepared, RunResult) else run_sync(prepared)
@@ -627,7 +628,8 @@ class _BoundRun(Generic[InputT]):
         coordinator = self._coordinator
         if coordinator._durable is None:  # noqa: SLF001 - this module's own class
             return await coordinator.run_async(input, values=self._values, timeout=self._timeout)
-        prepared = coordinator._acquire_record(input, position, self._values, self._timeout, fresh=self._fresh)  # noqa: SLF001
+        values, timeout, fresh = self._values, self._timeout, self._fresh
+        prepared = coordinator._acquire_record(input, position, values, timeout, fresh=fresh)  # noqa: SLF001 - this module's
         if isinstance(prepared, Generator):
             prepared = await drive_async(prepared)
         return prepared if isinstance(prepared, RunResult) else await run_async(prepared)
