@@ -24,7 +24,7 @@ from choreograph import Coordinator, SqliteStore, Step
 KEYS = 100
 
 
-def _wait_for(path: Path, seconds: float = 20.0) -> None:
+def _wait_for(path: Path, seconds: float = 60.0) -> None:
     deadline = time.monotonic() + seconds
     while not path.exists():
         if time.monotonic() > deadline:

@@ -23,6 +23,14 @@ from choreograph import (
     get_data_bag,
 )
 
+# Timeouts cut off awaits far longer than the test could wait for: a cancelled
+# `LONG_SLEEP` ends within `CANCELLED_WITHIN` even on a loaded machine, and one
+# that was not cancelled would take six times longer. A run's timeout also covers
+# what precedes the awaited callback, so it leaves room for a slow scheduler.
+LONG_SLEEP = 30.0
+CANCELLED_WITHIN = 5.0
+RUN_TIMEOUT = 0.5
+
 
 def trace_of(result: RunResult[Any]) -> list[tuple[str, str, str]]:
     return [(c.step, c.phase, c.outcome) for c in result.trace]
@@ -183,7 +191,7 @@ async def test_run_async_timeout_cancels_an_awaiting_callback():
     finished: list[str] = []
 
     async def slow() -> int:
-        await asyncio.sleep(1)
+        await asyncio.sleep(LONG_SLEEP)
         finished.append("slow")
         return 1
 
@@ -194,10 +202,10 @@ async def test_run_async_timeout_cancels_an_awaiting_callback():
     coordinator = coordinator_of(Step("first", lambda: 0), Step("slow", slow), Step("later", later))
 
     started = time.perf_counter()
-    result = await coordinator.run_async(timeout=0.05)
+    result = await coordinator.run_async(timeout=RUN_TIMEOUT)
     elapsed = time.perf_counter() - started
 
-    assert elapsed < 0.5
+    assert elapsed < CANCELLED_WITHIN
     assert finished == []
     assert trace_of(result) == [("first", "job", "ok"), ("slow", "job", "canceled")]
     assert errors_of(result) == []
@@ -215,7 +223,7 @@ async def test_run_async_timeout_cancels_an_awaiting_precheck():
     called: list[str] = []
 
     async def precheck() -> None:
-        await asyncio.sleep(1)
+        await asyncio.sleep(LONG_SLEEP)
         called.append("precheck done")
 
     def job() -> int:
@@ -223,9 +231,9 @@ async def test_run_async_timeout_cancels_an_awaiting_precheck():
         return 1
 
     started = time.perf_counter()
-    result = await coordinator_of(Step("s", job, precheck)).run_async(timeout=0.05)
+    result = await coordinator_of(Step("s", job, precheck)).run_async(timeout=RUN_TIMEOUT)
 
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < CANCELLED_WITHIN
     assert called == []
     assert trace_of(result) == [("s", "precheck", "canceled")]
     assert errors_of(result) == []
@@ -238,7 +246,7 @@ async def test_step_timeout_cancels_an_async_job_with_run_async():
     finished: list[str] = []
 
     async def slow() -> int:
-        await asyncio.sleep(1)
+        await asyncio.sleep(LONG_SLEEP)
         finished.append("slow")
         return 1
 
@@ -247,7 +255,7 @@ async def test_step_timeout_cancels_an_async_job_with_run_async():
     started = time.perf_counter()
     result = await coordinator.run_async()
 
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < CANCELLED_WITHIN
     assert finished == []
     assert trace_of(result) == [("slow", "job", "failed")]
     assert errors_of(result) == [("slow", "job", CallbackTimeout)]
@@ -264,13 +272,13 @@ def test_step_timeout_cancels_an_async_job_with_run():
     """A step's `timeout` also cancels an awaiting `async def` job driven by `run()`."""
 
     async def slow() -> int:
-        await asyncio.sleep(1)
+        await asyncio.sleep(LONG_SLEEP)
         return 1
 
     started = time.perf_counter()
     result = coordinator_of(Step("slow", slow, timeout=0.05)).run()
 
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < CANCELLED_WITHIN
     assert trace_of(result) == [("slow", "job", "failed")]
     assert errors_of(result) == [("slow", "job", CallbackTimeout)]
     assert isinstance(result.fatal, JobFailed)

@@ -32,13 +32,16 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "tests" / "_crash_worker.py"
 STEPS = ("reserve", "charge", "ship", "notify")  # as in the worker
 WORKERS = 4  # the worker's run_many(workers=...)
-# Each job sleeps 1 ms, so 4 threads run at most 4000 steps a second: the batch
-# takes >= 4 s of work on any machine, while the 10 kills of seed 1234 leave
-# each worker ~2.5 s of work in all. No worker finishes before it is killed.
+# A worker is killed once it has committed a random number (ROWS_BEFORE_KILL) of
+# ledger rows of its own: counted, not timed, so a loaded machine can't let a
+# worker finish the batch before its kill. The 10 kills leave at most 8000 rows,
+# plus what a worker commits while the test looks at the ledger (4 threads that
+# sleep 1 ms per job: at most 4 rows a millisecond), of the 16000 steps.
 RECORDS = 4000
 KILLS = 10
-PROGRESS_TIMEOUT = 20.0  # seconds for a fresh worker to commit its first ledger row
-FINAL_TIMEOUT = 60.0
+ROWS_BEFORE_KILL = (50, 800)
+PROGRESS_TIMEOUT = 60.0  # seconds for a worker to commit the rows it is killed after (a hang is far longer)
+FINAL_TIMEOUT = 120.0
 
 
 def _env() -> dict[str, str]:
@@ -95,17 +98,16 @@ class _Batch:
         return proc, log
 
     def kill_at_work(self, n: int, rng: random.Random) -> int:
-        """Start worker *n*, let it commit work, SIGKILL it at a random moment; return its pid."""
+        """Start worker *n*, SIGKILL it once it committed a random number of ledger rows; return its pid."""
         proc, log = self.start(n)
-        # Kill only a worker that is really at work: it committed a ledger row of its own.
+        rows = rng.randint(*ROWS_BEFORE_KILL)
         give_up = time.monotonic() + PROGRESS_TIMEOUT
-        while _rows_of(self.ledger, proc.pid) == 0:
+        while _rows_of(self.ledger, proc.pid) < rows:
             if proc.poll() is not None:
-                pytest.fail(f"worker {n} exited ({proc.returncode}) before doing any work:\n{_log(log)}")
+                pytest.fail(f"worker {n} exited ({proc.returncode}) before {rows} rows of work:\n{_log(log)}")
             if time.monotonic() >= give_up:
-                pytest.fail(f"worker {n} did no work in {PROGRESS_TIMEOUT}s (a hang?):\n{_log(log)}")
+                pytest.fail(f"worker {n} did not commit {rows} rows in {PROGRESS_TIMEOUT}s (a hang?):\n{_log(log)}")
             time.sleep(0.005)
-        time.sleep(rng.uniform(0.05, 0.4))
         proc.kill()
         proc.wait(timeout=10)  # reaped: the store sees its pid as dead, not as a zombie
         if proc.returncode != -signal.SIGKILL:

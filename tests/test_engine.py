@@ -75,13 +75,14 @@ async def test_run_timeout_cancelling_an_await_is_recorded_as_canceled(store: Sq
 
     async def slow(x: object) -> None:
         try:
-            await asyncio.sleep(5)
+            await asyncio.sleep(30)
         except asyncio.CancelledError:
             cancelled.append(True)
             raise
 
+    # The run's clock starts before the store takes the key: leave room for slow disk writes.
     coordinator = Coordinator([Step("slow", slow)], store=store, key=str)
-    result = await coordinator.run_async("k", timeout=0.05)
+    result = await coordinator.run_async("k", timeout=0.5)
     assert isinstance(result.fatal, RunCancelled)
     assert cancelled == [True]
     assert [(c.step, c.outcome) for c in result.trace] == [("slow", "canceled")]
@@ -194,13 +195,15 @@ def test_plain_compensation_overrunning_the_step_timeout_fails():
     """A plain compensation that overran its step's `timeout=` fails with CallbackTimeout, as a plain job does."""
 
     def undo() -> None:
-        time.sleep(0.1)
+        time.sleep(0.6)  # outlasts the timeout by construction
 
-    result = Coordinator([Step("a", lambda: 1, compensate=undo, timeout=0.02), Step("b", fail)]).run()
+    # The timeout also bounds the quick job of "a": it is generous so that a loaded machine can't fail that job.
+    result = Coordinator([Step("a", lambda: 1, compensate=undo, timeout=0.5), Step("b", fail)]).run()
+    assert [(c.step, c.outcome) for c in result.trace if c.phase == "job"] == [("a", "ok"), ("b", "failed")]
     assert compensations_of(result) == [("a", "failed", 1)]
     [error] = result.compensation_errors
     assert isinstance(error.error, CallbackTimeout)
-    assert (error.error.step, error.error.phase, error.error.timeout) == ("a", "compensate", 0.02)
+    assert (error.error.step, error.error.phase, error.error.timeout) == ("a", "compensate", 0.5)
 
 
 def test_failed_compensation_is_logged(log_records: list[dict[str, Any]]):
@@ -223,7 +226,12 @@ def test_failed_compensation_is_logged(log_records: list[dict[str, Any]]):
 
 async def sleepy(x: object) -> None:
     """Await far longer than any timeout of these tests."""
-    await asyncio.sleep(5)
+    await asyncio.sleep(60)
+
+
+# An awaited callback cut off by a timeout ends within this many seconds, even on
+# a loaded machine; the other timeout of each test would only expire at 30 s.
+CUT_OFF_WITHIN = 5
 
 
 @pytest.mark.anyio
@@ -231,8 +239,8 @@ async def test_step_timeout_shorter_than_the_run_timeout():
     """An awaited job over its step's timeout fails with CallbackTimeout (JobFailed) even when the run has a timeout."""
     coordinator = Coordinator([Step("s", sleepy, timeout=0.05)])
     started = time.monotonic()
-    result = await coordinator.run_async(1, timeout=5)
-    assert time.monotonic() - started < 2
+    result = await coordinator.run_async(1, timeout=30)
+    assert time.monotonic() - started < CUT_OFF_WITHIN
     assert isinstance(result.fatal, JobFailed)
     assert isinstance(result.fatal.error, CallbackTimeout)
     assert (result.fatal.error.step, result.fatal.error.timeout) == ("s", 0.05)
@@ -242,10 +250,10 @@ async def test_step_timeout_shorter_than_the_run_timeout():
 @pytest.mark.anyio
 async def test_run_timeout_shorter_than_the_step_timeout():
     """An awaited job cut off by the run's timeout, before its step's, stops the run with RunCancelled ("canceled")."""
-    coordinator = Coordinator([Step("s", sleepy, timeout=5)])
+    coordinator = Coordinator([Step("s", sleepy, timeout=30)])
     started = time.monotonic()
-    result = await coordinator.run_async(1, timeout=0.05)
-    assert time.monotonic() - started < 2
+    result = await coordinator.run_async(1, timeout=0.5)  # room for the set-up before the job starts
+    assert time.monotonic() - started < CUT_OFF_WITHIN
     assert isinstance(result.fatal, RunCancelled)
     assert [(c.step, c.outcome) for c in result.trace] == [("s", "canceled")]
 

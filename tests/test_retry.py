@@ -6,6 +6,7 @@ import tenacity
 from choreograph import (
     Coordinator,
     ExecutionCanceled,
+    JobFailed,
     Retry,
     RetryPolicy,
     Step,
@@ -148,3 +149,7 @@ def test_no_retry_waits_past_the_run_deadline():
     result = Coordinator([step]).run(timeout=1.0)
     assert len(calls) == 1
     assert not result.ok
+    # The job's error stands at once: a wait taken and then cut off by the deadline would end in RunCancelled.
+    assert isinstance(result.fatal, JobFailed)
+    assert str(result.fatal.error) == "failure 1"
+    assert [(c.step, c.outcome, c.attempts) for c in result.trace] == [("s", "failed", 1)]

@@ -694,12 +694,18 @@ def test_negative_timeout_is_a_value_error(calls, timeout):
     assert calls.log == []
 
 
+# A run timeout that a loaded machine can't spend before the first callback starts;
+# a callback sleeping `OUTLAST` from its own start outlasts it by construction.
+RUN_TIMEOUT = 0.5
+OUTLAST = RUN_TIMEOUT + 0.1
+
+
 def test_timeout_expiring_during_a_plain_step_starts_no_further_callback(calls):
     """A plain callback that outlasts the run's timeout finishes, but no further callback starts: RunCancelled."""
 
     def slow() -> int:
         calls.log.append("slow.job")
-        time.sleep(0.05)
+        time.sleep(OUTLAST)
         return 1
 
     coordinator = coordinator_of(
@@ -707,7 +713,7 @@ def test_timeout_expiring_during_a_plain_step_starts_no_further_callback(calls):
         Step("next", calls.ok("next.job", 2), calls.ok("next.precheck", 3)),
     )
 
-    result = coordinator.run(timeout=0.02)
+    result = coordinator.run(timeout=RUN_TIMEOUT)
 
     assert calls.log == ["slow.job"]
     assert trace_of(result) == [("slow", "job", "ok")]
@@ -724,12 +730,12 @@ def test_timeout_is_checked_between_a_precheck_and_its_job(calls):
 
     def precheck() -> int:
         calls.log.append("slow.precheck")
-        time.sleep(0.05)
+        time.sleep(OUTLAST)
         return 1
 
     coordinator = coordinator_of(Step("slow", calls.ok("slow.job", 2), precheck))
 
-    result = coordinator.run(timeout=0.02)
+    result = coordinator.run(timeout=RUN_TIMEOUT)
 
     assert calls.log == ["slow.precheck"]
     assert trace_of(result) == [("slow", "precheck", "ok")]
@@ -1072,8 +1078,9 @@ def test_step_timeout_does_not_fail_a_quick_job():
 def test_step_timeout_applies_to_each_attempt_not_to_the_waits_between_them():
     """A step's `timeout` bounds each callback call: a quick retried job does not time out because of the wait."""
     seen: list[int] = []
-    retry = Retry(attempts=2, initial=0.1, jitter=0)
-    coordinator = coordinator_of(Step("s", flaky(1, ValueError("x"), seen), retry=retry, timeout=0.05))
+    # The wait alone is longer than the timeout, which is generous for a quick call on a loaded machine.
+    retry = Retry(attempts=2, initial=0.75, jitter=0)
+    coordinator = coordinator_of(Step("s", flaky(1, ValueError("x"), seen), retry=retry, timeout=0.5))
 
     result = coordinator.run()
 

@@ -158,35 +158,42 @@ def test_workers_below_one_raise_value_error(workers):
 
 def test_closing_the_iterator_early_leaves_no_threads(no_leaked_threads):
     """Closing the results iterator after a few results stops the pool; no choreograph thread stays alive."""
+    before, count_before = pool_threads(), threading.active_count()
     source = Source(itertools.count())
     results = doubling().run_many(source, workers=4)
 
     taken = [next(results) for _ in range(3)]
-    assert pool_threads()
+    assert pool_threads() - before
     results.close()
 
+    # close() has joined the pool: no thread is left that could pull another input.
+    assert pool_threads() <= before
+    assert threading.active_count() <= count_before
     assert len(taken) == 3
     assert all(r.ok for r in taken)
     pulled = source.pulled
     assert pulled <= 3 + 2 * 4 + 1
-    time.sleep(0.01)
+    with pytest.raises(StopIteration):
+        next(results)
     assert source.pulled == pulled
 
 
 def test_abandoning_the_iterator_leaves_no_threads(no_leaked_threads):
     """Dropping the results iterator without closing it shuts the pool down once it is collected."""
+    before, count_before = pool_threads(), threading.active_count()
     source = Source(itertools.count())
     results = doubling().run_many(source, workers=4)
 
     first = next(results)
-    assert pool_threads()
+    assert pool_threads() - before
     del results
     gc.collect()
 
+    # Collecting the iterator has joined the pool: no thread is left that could pull another input.
+    assert pool_threads() <= before
+    assert threading.active_count() <= count_before
     assert first.ok
-    pulled = source.pulled
-    time.sleep(0.01)
-    assert source.pulled == pulled
+    assert source.pulled >= 1
 
 
 class SourceError(Exception):
@@ -307,9 +314,14 @@ def test_async_run_timeouts_still_cancel_in_run_many():
     from choreograph import Coordinator, RunCancelled, Step
 
     async def slow(x: int) -> int:
-        await asyncio.sleep(0.5 if x == 1 else 0)
+        await asyncio.sleep(30 if x == 1 else 0)
         return x
 
-    results = {r.input: r for r in Coordinator([Step("slow", slow)]).run_many(range(4), workers=2, timeout=0.05)}
+    # The timeout is generous for the quick runs on a loaded machine; an uncancelled run 1 would take 30 s.
+    started = time.monotonic()
+    results = {r.input: r for r in Coordinator([Step("slow", slow)]).run_many(range(4), workers=2, timeout=0.5)}
+    assert time.monotonic() - started < 5
+    assert sorted(results) == [0, 1, 2, 3]
     assert isinstance(results[1].fatal, RunCancelled)
+    assert [(c.step, c.outcome) for c in results[1].trace] == [("slow", "canceled")]
     assert all(results[i].ok for i in (0, 2, 3))
