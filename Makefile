@@ -48,6 +48,9 @@ pytest: $(STAMP)
 bench: $(STAMP)  # add --strict to a script to make a missed target fail
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/durable.py
+	$(BIN)/python benchmarks/run_many.py
+	$(BIN)/python benchmarks/store_runs.py
+	$(BIN)/python benchmarks/store_open.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_VENV) .coverage .coverage.* .mypy_cache .ruff_cache site
