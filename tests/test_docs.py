@@ -28,6 +28,7 @@ EXAMPLES = {
     "docs/guide/async.md": 2,
     "docs/guide/retries.md": 4,
     "docs/guide/logging.md": 2,
+    "docs/guide/otel.md": 3,
     "docs/guide/testing.md": 2,
     "docs/guide/durable.md": 2,
     "docs/architecture.md": 1,
@@ -93,14 +94,14 @@ def test_the_api_reference_documents_every_public_name():
     targets = reference_targets()
     missing = {f"choreograph.{name}" for name in choreograph.__all__} - set(targets)
     assert not missing
-    assert {"choreograph.typing", "choreograph.events", "choreograph.executors"} <= set(targets)
+    assert {"choreograph.typing", "choreograph.events", "choreograph.executors", "choreograph.otel"} <= set(targets)
 
 
 def test_the_api_reference_names_public_objects_only():
     """Reference blocks name public objects, once each, so the docs survive moves of private modules."""
     targets = reference_targets()
     public = {f"choreograph.{name}" for name in choreograph.__all__}
-    public |= {"choreograph.typing", "choreograph.events", "choreograph.executors"}
+    public |= {"choreograph.typing", "choreograph.events", "choreograph.executors", "choreograph.otel"}
     assert set(targets) <= public
     assert len(targets) == len(set(targets))
     for path in [ROOT / "mkdocs.yml", *DOCS.rglob("*.md")]:
