@@ -1,6 +1,7 @@
 """`run_many`'s workers: slow records don't queue behind each other, Ctrl-C stops cleanly, bad records fail alone."""
 
 import asyncio
+import contextvars
 import os
 import signal
 import subprocess
@@ -213,3 +214,25 @@ def test_positions_count_records_from_zero_in_stream_order(make_store: Any):
     failed = [r for r in flow.run_many(range(100, 140), workers=3) if not r.ok]
     positions = sorted((r.fatal.position, r.input) for r in failed if isinstance(r.fatal, InputError))
     assert positions == [(3, 103), (13, 113), (23, 123), (33, 133)]
+
+
+REQUEST: contextvars.ContextVar[str] = contextvars.ContextVar("request", default="none")
+
+
+@pytest.mark.parametrize("flavour", ["plain", "async"])
+def test_callbacks_in_workers_see_the_callers_context_variables(flavour: str):
+    """Context variables set by the caller of `run_many` (a span, a request id) are seen by every run's callbacks."""
+
+    def plain() -> str:
+        return REQUEST.get()
+
+    async def asynchronous() -> str:
+        return REQUEST.get()
+
+    flow = Coordinator[int]([Step("s", plain if flavour == "plain" else asynchronous)])
+    token = REQUEST.set("req-42")
+    try:
+        results = list(flow.run_many(range(20), workers=3))
+    finally:
+        REQUEST.reset(token)
+    assert {r.data_bag.get_job_data("s") for r in results} == {"req-42"}

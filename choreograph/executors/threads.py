@@ -19,6 +19,7 @@ threads: none of them keeps the process alive.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import queue
 import threading
@@ -103,8 +104,13 @@ class _Pool(Generic[InputT]):
         self._yielded = 0  # results yielded; written by the consumer only
         self._stopping = threading.Event()
         self._reports: queue.SimpleQueue[_Report[InputT] | tuple[int, None]] = queue.SimpleQueue()
+        # Each worker runs in a copy of the caller's context (its context variables: an
+        # OpenTelemetry span, a request id), as a call of `run` in the caller's thread would.
         self._threads = [
-            threading.Thread(target=self._work, name=f"choreograph-{index}", daemon=True) for index in range(workers)
+            threading.Thread(
+                target=contextvars.copy_context().run, args=(self._work,), name=f"choreograph-{index}", daemon=True
+            )
+            for index in range(workers)
         ]
         self._running = 0
 
