@@ -495,6 +495,55 @@ class Coordinator(Generic[InputT]):
         stored: InputT = self._durable.store.stored_input(self._durable.key(None, key))  # type: ignore[assignment]
         return self.run(stored, values=values, timeout=timeout, key=key)
 
+    def rerun(
+        self,
+        key: str | int,
+        *,
+        from_step: str,
+        values: Mapping[str, object] | None = None,
+        timeout: float | None = None,
+    ) -> RunResult[InputT]:
+        """
+        Run a new generation of a durable key, with its stored input, from step *from_step* on.
+
+        The steps before *from_step* (in run order) are restored from the
+        key's latest generation, as a resume restores them: their outputs,
+        errors and trace entries (``restored=True``), copied into the new
+        generation's events when it starts, in the same transaction (a crash
+        leaves the key as it was, or the new generation with every copy;
+        running the key again then resumes it). *from_step* and every step
+        after it run again, their attempts counted from 1. The lease is taken
+        as by `run` (a key another holder runs is waited for, then the result's
+        fatal is `KeyBusy`), and the older generation's events stay in the store.
+        If the rerun fails, its rollback compensates the restored steps too,
+        as after a resume.
+
+        Args:
+            key: The durable key.
+            from_step: The name of the first step to run again (ignoring case).
+            values: As in `run`.
+            timeout: As in `run`.
+
+        Raises:
+            TypeError: The coordinator has no store, or *from_step* is not a str.
+            ValueError: No step is named *from_step* (the message lists them);
+                or a step before it did not complete, or was compensated, in the
+                key's latest generation; or the key's rollback is unfinished
+                (status ``"compensating"``). Nothing changed then.
+            KeyError: The store has no run of *key*.
+
+        .. versionadded:: 0.2.0
+        """
+        durable = self._durable
+        if durable is None:
+            msg = "rerun() needs a durable coordinator: create it with store=..."
+            raise TypeError(msg)
+        name = durable.key(None, key)
+        timeout = validate_timeout(timeout, "timeout")
+        shared = None if values is None else _snapshot(values)
+        prepared = drive(durable.rerun(self._plan, name, from_step, shared, timeout, _logging.listener()))
+        return prepared if isinstance(prepared, RunResult) else run_sync(prepared)
+
     def run_many(
         self,
         inputs: Iterable[InputT],

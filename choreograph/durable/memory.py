@@ -21,7 +21,7 @@ from .._core.callbacks import type_name
 from .._errors import StoreError
 from .codec import Codec, CodecError, JsonCodec
 from .leases import is_alive, new_owner
-from .protocol import Begun, Ending, Event, NewEvent, Row, RunInfo, Status, begin_row
+from .protocol import Begun, Ending, Event, NewEvent, Restore, Row, RunInfo, Status, begin_row
 from .runlist import STATUSES, RunList, checked_limit, describe
 
 
@@ -103,8 +103,8 @@ class MemoryStore:
         if self._closed:
             raise StoreError(self.location, "the store is closed")
 
-    def begin(self, key: str, input: str, *, fresh: bool) -> Begun | str:  # noqa: A002
-        """Take the lease of *key*, storing its encoded *input* (see `Store.begin`)."""
+    def begin(self, key: str, input: str, *, fresh: bool, restore: Restore | None = None) -> Begun | str:  # noqa: A002
+        """Take the lease of *key*, storing its encoded *input* (see `Store.begin`, also for *restore*)."""
         now = time.time()
         with self._lock:
             self._check_open()
@@ -120,6 +120,12 @@ class MemoryStore:
             )
             if isinstance(outcome, str):
                 return outcome
+            copies: list[Event] = []
+            if restore is not None:
+                current = [] if run is None else self.events(key, generation=run.row.generation)
+                chosen = restore(None if run is None else run.row, current)
+                by_id = {event.id: event for event in self._events if event.key == key}
+                copies = [by_id[number] for number in chosen if number in by_id]
             if new is not None:
                 if run is None:
                     self._runs[key] = _Run(row=new, input=input, created=now, updated=now)
@@ -133,6 +139,13 @@ class MemoryStore:
                     generation=outcome.generation,
                     session=outcome.sessions,
                     interruptions=outcome.interruptions,
+                )
+            for copied in copies:
+                self._last_id += 1
+                self._events.append(
+                    dataclasses.replace(
+                        copied, id=self._last_id, generation=outcome.generation, session=outcome.sessions
+                    )
                 )
             events = self.events(key, generation=outcome.generation)
             result = self._runs[key].result if outcome.status == "ok" else None
@@ -167,6 +180,7 @@ class MemoryStore:
                     attempts=event.attempts,
                     seconds=event.seconds,
                     at=time.time(),
+                    traceback=event.traceback,
                 )
             )
             return number

@@ -84,9 +84,19 @@ class Event:
         error_type: The error's class, if any.
         attempts: Calls made, retries included.
         seconds: Wall time.
-        at: When it was recorded (seconds since the epoch).
+        at: When it was recorded (seconds since the epoch); a copy made by a
+            rerun keeps the time of the event it copies.
+        traceback: For a callback that failed, its error's formatted traceback
+            (plain text: reading it runs nothing; at most 16,384 characters,
+            keeping its head and its innermost frames). An error
+            the callback did not raise (a returned ``Failure``, or a verdict
+            of choreograph's, such as `UnassignableOutput`) says so and has no
+            frames. ``None`` for the other events, and for those recorded
+            before SQLite schema version 4.
 
     .. versionadded:: 0.1.0
+
+    .. versionchanged:: 0.2.0 ``traceback``.
     """
 
     id: int
@@ -102,13 +112,16 @@ class Event:
     attempts: int
     seconds: float
     at: float
+    traceback: str | None = None
 
 
 class NewEvent(NamedTuple):
     """
     What a session records for one callback (`StoreSession.record`); the store adds the rest of an `Event`.
 
-    A named tuple: one is made per callback.
+    A named tuple: one is made per callback. Fields are only ever added at
+    the end, with a default, so that a store reading them by name or position
+    keeps working.
 
     .. versionadded:: 0.2.0
     """
@@ -121,6 +134,7 @@ class NewEvent(NamedTuple):
     error_type: str | None
     attempts: int
     seconds: float
+    traceback: str | None = None
 
 
 class Ending(NamedTuple):
@@ -212,6 +226,12 @@ class Row:
     fatal: str | None
 
 
+#: A rerun's choice of the events its new generation starts with (see `Store.begin`):
+#: given the key's row (``None`` for a key without one) and the events of its
+#: current generation, it returns the ids of the events to copy, or raises.
+Restore = Callable[[Row | None, Sequence[Event]], Sequence[int]]
+
+
 def begin_row(
     row: Row | None,
     *,
@@ -292,9 +312,20 @@ class Store(Protocol):
         """Where the store is (a path, a URL), for messages."""
         ...
 
-    def begin(self, key: str, input: str, *, fresh: bool) -> Begun | str:  # noqa: A002
+    def begin(self, key: str, input: str, *, fresh: bool, restore: Restore | None = None) -> Begun | str:  # noqa: A002
         """
         Take the lease of *key* (see `begin_row`), storing its encoded *input*.
+
+        *restore* is a rerun's (`Coordinator.rerun`), always with *fresh*.
+        Once the lease is taken (not while another holder has it) and before
+        anything is written, call ``restore(row, events)`` with the key's row
+        (``None`` if it has none) and the events of the generation it is at.
+        It returns the ids of events of *key* to copy into the new
+        generation; write the copies (every field but the id, generation and
+        session kept) in that order, in the same transaction as the row: a
+        crash leaves either the key as it was, or the new generation with
+        every copy. When it raises, write nothing and let the error through.
+        `Begun.events` are then the copies.
 
         Returns:
             The holder's name while another live owner holds the lease; else `Begun`.

@@ -2,17 +2,135 @@
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable
+from types import TracebackType
+from typing import Final
 
 from .._core.callbacks import type_name
 from .._core.result import Outcome
 from .._core.state import RunState
-from .._errors import MISSING, ChoreographError, Phase, UnstorableOutput
+from .._errors import (
+    MISSING,
+    CallbackFailure,
+    CallbackTimeout,
+    ChoreographError,
+    Phase,
+    RunCancelled,
+    UnassignableInput,
+    UnassignableOutput,
+    UnstorableOutput,
+)
 from .codec import Codec, CodecError, error_message
 from .protocol import Ending, NewEvent, Status, StoreSession
 
 #: ``NewEvent(...)`` without its generated ``__new__``: one is made per callback.
 _new_event = tuple.__new__
+
+#: The most characters of a stored traceback (`Event.traceback`).
+TRACEBACK_LIMIT: Final = 16 * 1024
+#: The most characters of one part of it (a frame, an exception's message), so that a huge message
+#: can't push the frames out.
+PART_LIMIT: Final = 2 * 1024
+_LEFT_OUT: Final = "[... {} characters left out ...]\n"
+
+#: Errors choreograph gives a callback without the callback raising anything.
+_VERDICTS: Final = (UnassignableInput, UnassignableOutput, UnstorableOutput, CallbackTimeout, RunCancelled)
+
+
+def bounded(text: str, limit: int = TRACEBACK_LIMIT) -> str:
+    r"""
+    *text* if it has at most *limit* characters; else a quarter of them from its head and the rest from its tail.
+
+    The parts are cut at line ends where there are any, around a marker
+    saying how much was left out.
+
+    >>> bounded("short", 100)
+    'short'
+    >>> text = "".join(f"line {i}\n" for i in range(1000))
+    >>> cut = bounded(text, 200)
+    >>> len(cut) <= 200, cut.startswith("line 0\n"), cut.endswith("line 999\n")
+    (True, True, True)
+    >>> print(bounded("x" * 100, 60))
+    xxxxxx
+    [... 75 characters left out ...]
+    xxxxxxxxxxxxxxxxxxx
+    """
+    if len(text) <= limit:
+        return text
+    room = limit - len(_LEFT_OUT.format(len(text))) - 1  # and a line end after a head cut mid-line
+    head = text[: room // 4]
+    if "\n" in head:
+        head = head[: head.rindex("\n") + 1]
+    tail = text[len(text) - (room - len(head)) :]
+    if "\n" in tail[:-1]:
+        tail = tail[tail.index("\n") + 1 :]
+    marker = _LEFT_OUT.format(len(text) - len(head) - len(tail))
+    return f"{head}{marker}{tail}" if head.endswith("\n") else f"{head}\n{marker}{tail}"
+
+
+def _is_ours(tb: TracebackType) -> bool:
+    """Whether the frame of *tb* runs choreograph's code."""
+    module = tb.tb_frame.f_globals.get("__name__")
+    return isinstance(module, str) and module.startswith("choreograph.")
+
+
+def _own_frames(tb: TracebackType | None) -> TracebackType | None:
+    """*tb* from the first frame that is not choreograph's (the callback's own); *tb* itself if all are."""
+    start = tb
+    while start is not None and _is_ours(start):
+        start = start.tb_next
+    return start if start is not None else tb
+
+
+def _context_is_ours(error: BaseException) -> bool:
+    """Whether *error* would be printed after an implicit context raised and handled in choreograph's code only."""
+    context = error.__context__
+    if context is None or error.__cause__ is not None or error.__suppress_context__:
+        return False
+    tb = context.__traceback__
+    while tb is not None and _is_ours(tb):
+        tb = tb.tb_next
+    return context.__traceback__ is not None and tb is None
+
+
+def _origin(error: BaseException) -> str:
+    """The line that says how a callback failed without raising *error* itself; "" when it raised it."""
+    tb = error.__traceback__
+    if isinstance(error, CallbackFailure):
+        return (
+            "The callback returned a Failure of a value that is not an exception (wrapped in CallbackFailure):"
+            " nothing was raised, so there are no frames.\n"
+        )
+    if isinstance(error, _VERDICTS) and tb is None:
+        return "Choreograph failed the callback (it raised nothing), so there are no frames.\n"
+    if tb is None:
+        return "The callback returned this error in a Failure without raising it, so there are no frames.\n"
+    if not _is_ours(tb):
+        return "The callback returned this error in a Failure; it was raised and caught here:\n"
+    return ""  # raised by the callback: choreograph caught it
+
+
+def traceback_text(error: BaseException) -> str:
+    """
+    *error*'s traceback as `Event.traceback` stores it: from the callback's own frames, bounded.
+
+    Chained errors (``__cause__``, ``__context__``) and notes are included,
+    as Python prints them; each part has at most `PART_LIMIT` characters and
+    the whole at most `TRACEBACK_LIMIT`.
+
+    >>> print(traceback_text(ValueError("no")), end="")
+    The callback returned this error in a Failure without raising it, so there are no frames.
+    ValueError: no
+    """
+    try:
+        formatted = traceback.TracebackException(type(error), error, _own_frames(error.__traceback__))
+        if _context_is_ours(error):  # choreograph's own business (an event loop looked for, say), not the callback's
+            formatted.__context__ = None
+        text = _origin(error) + "".join(bounded(part, PART_LIMIT) for part in formatted.format())
+    except Exception as exc:  # noqa: BLE001  # pragma: no cover - a guard: `traceback` copes with bad errors itself
+        text = f"{qualified_type(error)} (its traceback could not be formatted: {qualified_type(exc)})\n"
+    return bounded(text)
 
 
 def qualified_type(error: BaseException) -> str:
@@ -100,10 +218,12 @@ class DurableRecorder:
             encoded = cached[1] if cached is not None and cached[0] is output else self._codec.encode(output)
         self._encoded = None
         if error is None:
-            event = _new_event(NewEvent, (step, phase, outcome, encoded, None, None, attempts, seconds))
-        else:
-            error_text, error_type = self._codec.encode_error(error), qualified_type(error)
-            event = _new_event(NewEvent, (step, phase, outcome, encoded, error_text, error_type, attempts, seconds))
+            event = _new_event(NewEvent, (step, phase, outcome, encoded, None, None, attempts, seconds, None))
+        else:  # a failed callback: only here is its traceback formatted
+            error_text, error_type, text = self._codec.encode_error(error), qualified_type(error), traceback_text(error)
+            event = _new_event(
+                NewEvent, (step, phase, outcome, encoded, error_text, error_type, attempts, seconds, text)
+            )
         self._ids.append(self._session.record(event))
 
     def rolling_back(self, fatal: ChoreographError) -> None:

@@ -3,7 +3,8 @@ Replay: a run rebuilt from a store's events, the same way for every store.
 
 `Resumption` is what a resumed run restores (the steps that completed, the
 attempts made so far); `Replay` is a finished run's DataBag, errors and trace,
-read back without running anything.
+read back without running anything; `Rerun` chooses the events a rerun's new
+generation starts with.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .._core.bag import DataBag
+from .._core.plan import Plan
 from .._core.result import Finished, RawCall
 from .._core.state import NOTHING
 from .._errors import ChoreographError, Phase, StepError, StoreError
 from .codec import Codec, CodecError
-from .protocol import Event
+from .protocol import Event, Row
 
 
 class Decoder:
@@ -88,9 +90,79 @@ class Resumption:
         self.restored: dict[str, RestoredStep] = {}
         for folded, name in names.items():
             pre, job = latest.get((folded, "precheck")), latest.get((folded, "job"))
-            if job is None or (job.outcome != "ok" and not (job.outcome == "skipped" and pre is not None)):
-                continue
-            self.restored[folded] = _restored_step(name, pre, job, decoder)
+            if job is not None and completed(pre, job):
+                self.restored[folded] = _restored_step(name, pre, job, decoder)
+
+
+def completed(pre: Event | None, job: Event) -> bool:
+    """Whether a step whose latest events are these completed: its job ok, or skipped by its precheck."""
+    return job.outcome == "ok" or (job.outcome == "skipped" and pre is not None)
+
+
+class Rerun:
+    """
+    What a rerun of *key* from step *start* of *plan* restores: a `Restore` for `Store.begin`.
+
+    Called with the key's row and the events of its latest generation, once
+    the key's lease is taken, it returns the ids of the latest events of every
+    step before *start* (in the plan's order), or raises: `KeyError` when the
+    key has no run; `ValueError` when its rollback is unfinished, or a step
+    before *start* did not complete or was compensated in that generation.
+    """
+
+    __slots__ = ("before", "key", "location", "start")
+
+    def __init__(self, plan: Plan, start: int, key: str, location: str) -> None:
+        self.before = [(st.key, st.name) for st in plan.steps[:start]]
+        self.start = plan.steps[start].name
+        self.key, self.location = key, location
+
+    def __call__(self, row: Row | None, events: Sequence[Event]) -> list[int]:
+        """The ids of the events to copy into the new generation, oldest first."""
+        key = self.key
+        if row is None:
+            msg = f"no run of key {key!r} in {self.location}"
+            raise KeyError(msg)
+        if row.status == "compensating":
+            msg = (
+                f"cannot rerun key {key!r}: its rollback is unfinished (status 'compensating');"
+                " resume it to finish the rollback, or run it with fresh=True to abandon it"
+            )
+            raise ValueError(msg)
+        latest: dict[tuple[str, Phase], Event] = {}
+        for event in events:
+            latest[event.step.casefold(), event.phase] = event
+        chosen: list[int] = []
+        for folded, name in self.before:
+            pre, job = latest.get((folded, "precheck")), latest.get((folded, "job"))
+            why = None
+            if (folded, "compensate") in latest:
+                why = "was compensated (its work undone)"
+            elif job is None or not completed(pre, job):
+                last = job or pre
+                why = "did not complete (it never ran)" if last is None else f"did not complete ({_ended(last)})"
+            if why is not None:
+                msg = (
+                    f"cannot rerun key {key!r} from step {self.start!r}: step {name!r}, before it,"
+                    f" {why} in generation {row.generation}; rerun from {name!r} or an earlier step"
+                )
+                raise ValueError(msg)
+            chosen.extend(event.id for event in (pre, job) if event is not None)
+        return sorted(chosen)
+
+
+def _ended(event: Event) -> str:
+    """
+    How a step's latest callback ended, for messages.
+
+    >>> _ended(Event(id=1, key="k", generation=1, session=1, step="s", phase="job", outcome="failed",
+    ...              output=None, error=None, error_type="ValueError", attempts=1, seconds=0.0, at=0.0))
+    'its job failed with ValueError'
+    """
+    if event.phase == "precheck" and event.outcome == "ok":
+        return "its job never finished"
+    with_error = f" with {event.error_type}" if event.error_type else ""
+    return f"its {event.phase} {event.outcome}{with_error}"
 
 
 def _restored_step(name: str, pre: Event | None, job: Event, decoder: Decoder) -> RestoredStep:

@@ -8,6 +8,10 @@ the result when nothing is to run (the key finished, is poisoned, or stayed
 busy). The caller drives it with `drive` or `drive_async`, then runs the
 run the same way as any other (`choreograph._core.runs`); the run's
 `DurableRecorder` commits every outcome and, at the end, the key's status.
+
+`DurableRunner.rerun` is `acquire` for a new generation that starts with
+copies of the earlier steps' events (see `Rerun`): the run that follows is
+set up from them as a resumed run is.
 """
 
 from __future__ import annotations
@@ -27,9 +31,9 @@ from .._errors import KeyBusy, PoisonedRun
 from ..events import RunEvent
 from .codec import CodecError, StoredError
 from .leases import ActiveKeys
-from .protocol import Begun, Store
+from .protocol import Begun, Restore, Store
 from .recorder import DurableRecorder
-from .replay import Decoder, Replay, Resumption, stored_result
+from .replay import Decoder, Replay, Rerun, Resumption, stored_result
 
 #: Seconds between looks at a key another holder runs.
 POLL: Final = 0.05
@@ -90,6 +94,7 @@ class DurableRunner:
         emit: Callable[[RunEvent], None] | None,
         *,
         fresh: bool,
+        restore: Restore | None = None,
     ) -> Generator[Sleep, object, RunState | RunResult[Any]]:
         """
         Take *key*'s lease, waiting while another holder runs it (at most the lease and a second).
@@ -101,7 +106,7 @@ class DurableRunner:
         """
         give_up = _monotonic() + self.store.lease + 1.0
         while True:
-            prepared = self.prepare(plan, input, key, encoded, values, timeout, emit, fresh=fresh)
+            prepared = self.prepare(plan, input, key, encoded, values, timeout, emit, fresh=fresh, restore=restore)
             if not isinstance(prepared, str):
                 return prepared
             if _monotonic() >= give_up:
@@ -119,15 +124,19 @@ class DurableRunner:
         emit: Callable[[RunEvent], None] | None,
         *,
         fresh: bool,
+        restore: Restore | None = None,
     ) -> RunState | RunResult[Any] | str:
         """
         Try once to take *key*'s lease (*encoded* is the input as `encode` gives it).
+
+        *restore* is a rerun's (see `rerun`): the new generation starts with
+        the events it chooses, and the run is set up from them.
 
         Returns:
             The run, set up to resume from the store; the result, when nothing is
             to run; or the holder's name, while another holder runs the key.
         """
-        begun = self._begin(key, encoded, fresh=fresh)
+        begun = self._begin(key, encoded, fresh=fresh, restore=restore)
         if isinstance(begun, str):
             return begun
         decoder = Decoder(self.store.codec, self.store.location, key)
@@ -158,17 +167,58 @@ class DurableRunner:
             raise
         return run
 
+    def rerun(
+        self,
+        plan: Plan,
+        key: str,
+        from_step: str,
+        values: Mapping[str, object] | None,
+        timeout: float | None,
+        emit: Callable[[RunEvent], None] | None,
+    ) -> Generator[Sleep, object, RunState | RunResult[Any]]:
+        """
+        Set up a new generation of *key*, run with its stored input, from step *from_step* of *plan*.
+
+        The steps before it are restored from the key's latest generation (see
+        `Rerun`), copied into the new one when it begins, in the same
+        transaction; the lease is taken as by `acquire`, to drive.
+
+        Raises:
+            TypeError: *from_step* is not a str.
+            ValueError: *plan* has no step *from_step* (ignoring case); or,
+                when driven, what `Rerun` refuses.
+            KeyError: The store has no run of *key*.
+        """
+        given: object = from_step
+        if not isinstance(given, str):
+            msg = f"from_step must be a step's name, got {type_name(given)}"
+            raise TypeError(msg)
+        folded = from_step.casefold()
+        start = next((index for index, st in enumerate(plan.steps) if st.key == folded), None)
+        if start is None:
+            steps = ", ".join(repr(st.name) for st in plan.steps) or "none"
+            msg = f"rerun from an unknown step {from_step!r}: the steps are {steps}"
+            raise ValueError(msg)
+        stored = self.store.stored_input(key)
+        restore = Rerun(plan, start, key, self.store.location)
+        return self.acquire(
+            plan, stored, key, self.encode(key, stored), values, timeout, emit, fresh=True, restore=restore
+        )
+
     def _releaser(self, key: str) -> Callable[[], None]:
         """What the run's recorder calls once the key is released: this process no longer runs it."""
         return lambda: _active.release(self.store, key)
 
-    def _begin(self, key: str, encoded_input: str, *, fresh: bool) -> Begun | str:
+    def _begin(self, key: str, encoded_input: str, *, fresh: bool, restore: Restore | None) -> Begun | str:
         """The store's `begin`, for one thread of this process at a time per key."""
         store = self.store
         if not _active.claim(store, key):  # another thread of this process runs it: wait as for a process
             return store.owner
         try:
-            begun = store.begin(key, encoded_input, fresh=fresh)
+            if restore is None:  # as stores written before reruns know it
+                begun = store.begin(key, encoded_input, fresh=fresh)
+            else:
+                begun = store.begin(key, encoded_input, fresh=fresh, restore=restore)
         except BaseException:
             _active.release(store, key)
             raise

@@ -27,12 +27,12 @@ from .._core.callbacks import type_name
 from .._errors import StoreError
 from .codec import Codec, CodecError, JsonCodec
 from .leases import is_alive, new_owner
-from .protocol import Begun, Ending, Event, NewEvent, Row, RunInfo, Status, begin_row
+from .protocol import Begun, Ending, Event, NewEvent, Restore, Row, RunInfo, Status, begin_row
 from .runlist import STATUSES, RunList, checked_limit, describe
 
 #: Marks a choreograph store in the SQLite header (``PRAGMA application_id``): "Chor".
 APPLICATION_ID: Final = 0x43686F72
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 _SQLITE_HEADER: Final = b"SQLite format 3\x00"
 #: Runs read per query when iterating `SqliteStore.runs`.
 _PAGE: Final = 1000
@@ -85,7 +85,12 @@ _SCHEMA_V3: Final = """
 CREATE INDEX runs_by_updated ON runs (updated DESC, key)
 """
 
-_MIGRATIONS: Final[dict[int, str]] = {0: _SCHEMA_V1, 1: _SCHEMA_V2, 2: _SCHEMA_V3}
+# Version 4: the formatted traceback of a failed callback's error (`Event.traceback`).
+_SCHEMA_V4: Final = """
+ALTER TABLE events ADD COLUMN traceback TEXT
+"""
+
+_MIGRATIONS: Final[dict[int, str]] = {0: _SCHEMA_V1, 1: _SCHEMA_V2, 2: _SCHEMA_V3, 3: _SCHEMA_V4}
 
 _RUN_INFO: Final = (
     "key, status, generation, sessions, interruptions, failed_step, error_type, error_message, owner, created, updated"
@@ -317,9 +322,9 @@ class SqliteStore:
         """The file, for messages."""
         return self.path
 
-    def begin(self, key: str, input: str, *, fresh: bool) -> Begun | str:  # noqa: A002
+    def begin(self, key: str, input: str, *, fresh: bool, restore: Restore | None = None) -> Begun | str:  # noqa: A002
         """
-        Take the lease of *key*, storing its encoded *input* (see `Store.begin`).
+        Take the lease of *key*, storing its encoded *input* (see `Store.begin`, also for *restore*).
 
         Returns:
             The holder, while another live process runs the key; else what the run starts from.
@@ -327,14 +332,15 @@ class SqliteStore:
         now = time.time()
         conn = self.connection()
         try:
-            # A new key (the common case): one statement, one transaction.
-            created = conn.execute(
-                "INSERT OR IGNORE INTO runs (key, status, generation, sessions, input, owner, lease_until, created,"
-                " updated) VALUES (?, 'running', 1, 1, ?, ?, ?, ?, ?)",
-                (key, input, self.owner, now + self.lease, now, now),
-            ).rowcount
-            if created:
-                return Begun(status="running", generation=1, session=1, recorder=SqliteSession(self, conn, key, 1, 1))
+            if restore is None:  # a new key (the common case): one statement, one transaction
+                created = conn.execute(
+                    "INSERT OR IGNORE INTO runs (key, status, generation, sessions, input, owner, lease_until, created,"
+                    " updated) VALUES (?, 'running', 1, 1, ?, ?, ?, ?, ?)",
+                    (key, input, self.owner, now + self.lease, now, now),
+                ).rowcount
+                if created:
+                    session = SqliteSession(self, conn, key, 1, 1)
+                    return Begun(status="running", generation=1, session=1, recorder=session)
             with self._write(conn):
                 found = conn.execute(
                     "SELECT status, generation, sessions, interruptions, owner, lease_until, fatal"
@@ -353,6 +359,8 @@ class SqliteStore:
                 )
                 if isinstance(outcome, str):
                     return outcome
+                if restore is not None:
+                    self._restore(conn, key, row, outcome, restore)
                 if new is not None:
                     self._write_row(conn, key, input, new, now, created=row is None)
                 if outcome.status == "poisoned":
@@ -381,6 +389,16 @@ class SqliteStore:
             events=events,
             result=result,
             recorder=recorder,
+        )
+
+    def _restore(self, conn: sqlite3.Connection, key: str, row: Row | None, started: Row, restore: Restore) -> None:
+        """Copy the events a rerun chooses into the generation *started*, in `begin`'s transaction."""
+        chosen = restore(row, [] if row is None else self.events(key, generation=row.generation))
+        conn.executemany(
+            "INSERT INTO events (key, generation, session, step, phase, outcome, output, error, error_type,"
+            " attempts, seconds, at, traceback) SELECT key, ?, ?, step, phase, outcome, output, error,"
+            " error_type, attempts, seconds, at, traceback FROM events WHERE id = ? AND key = ?",
+            [(started.generation, started.sessions, number, key) for number in chosen],
         )
 
     def _write_row(
@@ -569,7 +587,7 @@ class SqliteStore:
         """
         sql = (
             "SELECT key, generation, session, step, phase, outcome, output, error, error_type, attempts, seconds, at,"
-            " id FROM events WHERE key = ?"
+            " id, traceback FROM events WHERE key = ?"
         )
         params: tuple[object, ...] = (key,)
         if generation is not None:
@@ -590,6 +608,7 @@ class SqliteStore:
                 attempts=r[9],
                 seconds=r[10],
                 at=r[11],
+                traceback=r[13],
             )
             for r in self._read(sql + " ORDER BY id", params)
         ]
@@ -707,7 +726,7 @@ class SqliteSession:
 
     _INSERT: Final = (
         "INSERT INTO events (key, generation, session, step, phase, outcome, output, error, error_type,"
-        " attempts, seconds, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " attempts, seconds, at, traceback) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     )
 
     def __init__(self, store: SqliteStore, conn: sqlite3.Connection, key: str, generation: int, session: int) -> None:
@@ -733,6 +752,7 @@ class SqliteSession:
                     event.attempts,
                     event.seconds,
                     time.time(),
+                    event.traceback,
                 ),
             )
             if time.monotonic() >= self._renew_at:

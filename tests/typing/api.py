@@ -19,6 +19,8 @@ from choreograph import (
     Context,
     Coordinator,
     DataBag,
+    Event,
+    MemoryStore,
     Retry,
     RunResult,
     Step,
@@ -122,3 +124,11 @@ def refused() -> None:
 def retry_policies() -> None:
     assert_type(Step("a", lambda: 1, retry=Retry()), Step[int])
     assert_type(Retry().prechecks, bool)
+
+
+def durable_reruns(event: Event) -> None:
+    coordinator = Coordinator[Rec](store=MemoryStore())
+    assert_type(coordinator.rerun("k", from_step="charge"), RunResult[Rec])
+    assert_type(coordinator.rerun(42, from_step="charge", values={"db": 1}, timeout=5), RunResult[Rec])
+    coordinator.rerun("k", "charge")  # type: ignore[call-arg]  # pyright: ignore[reportCallIssue]
+    assert_type(event.traceback, str | None)
