@@ -541,7 +541,7 @@ class Coordinator(Generic[InputT]):
         name = durable.key(None, key)
         timeout = validate_timeout(timeout, "timeout")
         shared = None if values is None else _snapshot(values)
-        prepared = drive(durable.rerun(self._plan, name, from_step, shared, timeout, _logging.listener()))
+        prepared = drive(durable.rerun(self._plan, name, from_step, shared, timeout, self._emit()))
         return prepared if isinstance(prepared, RunResult) else run_sync(prepared)
 
     def run_many(

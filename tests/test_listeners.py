@@ -262,3 +262,21 @@ def test_listeners_must_be_callables():
         Coordinator(on_success="no")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="on_failure must be a callable"):
         Coordinator(on_failure=3)  # type: ignore[arg-type]
+
+
+def test_a_rerun_sends_the_events_of_the_steps_it_runs_again(make_store: Any):
+    """`rerun(from_step=...)` tells listeners about the steps it runs again, not about the restored ones."""
+    events: list[RunEvent] = []
+    flow = Coordinator[int](
+        [Step("a", lambda x: x), Step("b", lambda x: x + 1)], store=make_store(), key=str, listeners=[events.append]
+    )
+    flow.run(1)
+    events.clear()
+    result = flow.rerun("1", from_step="b")
+    assert result.ok
+    assert [shape(e) for e in events] == [
+        ("run started", "1", 1),
+        ("started", "b", "job", 1),
+        ("finished", "b", "job", "ok", 1, "NoneType"),
+        ("run finished", "1", True),
+    ]
