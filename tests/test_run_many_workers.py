@@ -59,7 +59,8 @@ def test_a_slow_record_does_not_hold_up_the_records_after_it():
 
     assert all(r.ok for r in results)
     assert sorted(finished) == list(range(1, 100))
-    assert results[-1].input == 0  # unordered: the waiting record came last
+    # Unordered: the waiting record comes after the 98 others at least (the 99th may be reported after it).
+    assert [r.input for r in results].index(0) >= 98
 
 
 def test_worker_threads_are_daemons():
