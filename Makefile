@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pyright docs pytest bench clean
+.PHONY: demo test lint typecheck pyright docs pytest bench mutation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,5 +52,15 @@ bench: $(STAMP)  # add --strict to a script to make a missed target fail
 	$(BIN)/python benchmarks/store_runs.py
 	$(BIN)/python benchmarks/store_open.py
 
+# Mutation testing of the core (choreograph/_core/, choreograph/_errors.py; see
+# [tool.mutmut] in pyproject.toml): about 20 minutes on 2 cores, so not part of
+# `make test`. Starts from scratch each time (mutmut keeps a mutant's verdict
+# until its function changes, even when the tests do); to re-check some
+# mutants after changing tests: `$(BIN)/mutmut run 'choreograph._core.loop.*'`.
+mutation: $(STAMP)
+	rm -rf mutants
+	$(BIN)/mutmut run
+	$(BIN)/python tools/mutation_score.py
+
 clean:
-	rm -rf $(VENV) $(DEMO_VENV) .coverage .coverage.* .mypy_cache .ruff_cache site
+	rm -rf $(VENV) $(DEMO_VENV) mutants .coverage .coverage.* .mypy_cache .ruff_cache site
