@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, overload
 
 from typing_extensions import TypeVar
 
-from . import _logging
+from . import _logging, _progress
 from ._core.bag import DataBag
 from ._core.callbacks import Callback, compile_callback, type_name, validate_timeout
 from ._core.drivers import drive, drive_async
@@ -505,6 +505,8 @@ class Coordinator(Generic[InputT]):
         timeout: float | None = None,
         fresh: bool = False,
         executor: str | Executor = "threads",
+        progress: bool = False,
+        total: int | None = None,
     ) -> Generator[RunResult[InputT], None, None]:
         """
         Run the steps once per input, on a pool of threads (or another executor).
@@ -528,6 +530,12 @@ class Coordinator(Generic[InputT]):
             fresh: As in `run`: run durable keys that finished from scratch.
             executor: ``"threads"`` (the default), or an `Executor` instance
                 (then *workers* is its own business).
+            progress: Draw a live progress bar on stderr while the results
+                are taken, when stderr is a terminal: runs done (of the
+                total, when known), rate, ETA, and how many were ok and failed.
+                Needs the extra ``choreograph[cli]`` (rich).
+            total: The number of inputs, for the bar, when ``len(inputs)``
+                can't tell it.
 
         With a store, each input's key comes from the coordinator's ``key``:
         keys that finished ok are not run again (their stored result is
@@ -537,6 +545,9 @@ class Coordinator(Generic[InputT]):
             TypeError: *inputs* is a ``str``, ``bytes`` or not iterable; or the
                 coordinator has a store but no ``key``.
             ValueError: *workers* < 1, or an unknown executor name.
+            ImportError: *progress* is true and rich is not installed.
+
+        .. versionchanged:: 0.2.0 *progress* and *total*.
 
         .. versionadded:: 0.1.0
         """
@@ -557,7 +568,10 @@ class Coordinator(Generic[InputT]):
         if fresh and self._store is None:
             msg = "fresh= is for durable runs: create the coordinator with store=..."
             raise TypeError(msg)
-        return self._many(chosen, _BoundRun(self, shared, timeout, fresh=fresh), iterator, ordered=ordered)
+        results = self._many(chosen, _BoundRun(self, shared, timeout, fresh=fresh), iterator, ordered=ordered)
+        if _progress.check(progress, total):
+            return _progress.track(results, _progress.known_total(inputs, total))
+        return results
 
     @staticmethod
     def _executor(executor: object, workers: int | None) -> Executor:
