@@ -2,6 +2,7 @@
 
 import dataclasses
 import fcntl
+import io
 import json
 import os
 import pty
@@ -110,6 +111,11 @@ def flows_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "from choreograph import Coordinator, Step\nflow = Coordinator([Step('', lambda: None)])\n", encoding="utf-8"
     )
     (folder / "cli_needs.py").write_text("import not_installed_anywhere\n", encoding="utf-8")
+    (folder / "cli_own.py").write_text(
+        "from cli_flows import Order, steps\nfrom choreograph import Coordinator, JsonCodec, SqliteStore\n"
+        "flow = Coordinator[Order](steps(), store=SqliteStore('own.db', codec=JsonCodec()), key=lambda o: o.id)\n",
+        encoding="utf-8",
+    )
     return folder
 
 
@@ -376,12 +382,24 @@ def on_terminal(cli: Cli, *args: str) -> tuple[int, str]:
     return child.wait(timeout=30), ANSI.sub("", shown.decode(errors="replace"))
 
 
-def test_the_bar_is_drawn_on_a_terminal(cli: Cli):
+ORDERS_JSON = [{"id": "A-1", "amount": 10}, {"id": "A-2", "amount": 250}, {"id": "A-3", "amount": 0}, {"id": 4}]
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("orders.csv", ORDERS_CSV),
+        ("orders.jsonl", "".join(json.dumps(r) + "\n" for r in [*ORDERS_JSON, {"id": "A-5", "amount": 1}])),
+        ("orders.json", json.dumps([*ORDERS_JSON, {"id": "A-5", "amount": 1}])),
+    ],
+)
+def test_the_bar_is_drawn_on_a_terminal(cli: Cli, name: str, text: str):
     """On a terminal, `run` draws the bar and its counts (the unreadable record a failure); not with --no-progress."""
     cli.write("orders.csv", ORDERS_CSV)
-    status, shown = on_terminal(cli, "run", "cli_flows:orders", "orders.csv")
+    cli.write(name, text)
+    status, shown = on_terminal(cli, "run", "cli_flows:orders", name)
     assert status == 1
-    assert "5/5" in shown
+    assert "5/5" in shown  # the file's records were counted first
     assert "2 ok 3 failed" in shown
     assert "restored" in shown  # the summary follows
 
@@ -511,6 +529,83 @@ def test_resume_poisoned_keys_starts_them_afresh(cli: Cli, flows_dir: Path, monk
         info = store.run_info("P-1")
         assert info is not None
         assert (info.status, info.generation) == ("ok", 2)
+
+
+def test_resume_on_a_terminal_and_with_nothing_to_resume(batch: Cli):
+    """`resume` draws its bar on a terminal; with no key to resume it runs nothing and exits 0."""
+    status, shown = on_terminal(batch, "resume", "cli_flows:orders", "--store", "runs.db", "--failed")
+    assert status == 1
+    assert "2/2" in shown
+    assert "0 ok 2 failed" in shown
+
+    nothing = batch("resume", "cli_flows:orders", "--store", "runs.db", "--poisoned")
+    assert nothing.returncode == 0
+    assert summary(nothing.stderr)["runs"] == 0
+
+
+def test_interrupted_resume_exits_130_with_its_summary(cli: Cli):
+    """Ctrl-C during `resume`: the keys in flight finish, the summary is printed, status 130."""
+    records = "".join(json.dumps({"id": f"R-{i}", "amount": 500}) + "\n" for i in range(30))
+    cli.write("declined.jsonl", records)
+    cli("run", "cli_flows:orders", "declined.jsonl", "--store", "runs.db")
+    child = subprocess.Popen(
+        [sys.executable, "-m", "choreograph", "resume", "cli_flows:orders", "--store", "runs.db", "--failed"],
+        cwd=cli.folder, env=env_for(cli.flows_dir, CLI_TEST_SLOW="0.3", CLI_TEST_LIMIT_RAISED="1"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    with SqliteStore(cli.folder / "runs.db") as store:
+        while time.monotonic() < deadline and store.counts()["ok"] == 0:
+            time.sleep(0.05)
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=60)
+
+    assert child.returncode == 130, stderr
+    assert "interrupted" in stderr
+    assert summary(stderr)["runs"] < 30
+
+
+def test_a_flow_with_its_own_store(cli: Cli):
+    """No --store: the flow's own store; --store naming its file: that store; another file: opened with its codec."""
+    cli.write("orders.csv", ORDERS_CSV)
+    own = cli("run", "cli_own:flow", "orders.csv")
+    assert summary(own.stderr)["ok"] == 2
+    same = cli("run", "cli_own:flow", "orders.csv", "--store", str(cli.folder / "own.db"))
+    assert summary(same.stderr)["restored"] == 2
+    other = cli("run", "cli_own:flow", "orders.csv", "--store", "other.db")
+    assert summary(other.stderr)["restored"] == 0
+    assert json.loads(cli("runs", "--store", "other.db", "--count", "--json").stdout)["total"] == 4
+
+
+@pytest.fixture(scope="module")
+def big_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store of 3,000 runs."""
+    path = tmp_path_factory.mktemp("big") / "big.db"
+    with SqliteStore(path) as store:
+        flow = Coordinator[int]([Step("one", lambda x: x)], store=store, key=str)
+        assert all(result.ok for result in flow.run_many(range(3000)))
+    return path
+
+
+def test_runs_prints_more_runs_than_it_sizes_its_columns_on(cli: Cli, big_store: Path):
+    """The table's columns are sized on the first 1,000 runs; the others follow."""
+    done = cli("runs", "--store", str(big_store), "--limit", "1005")
+    assert len(done.stdout.splitlines()) == 1006
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(cli: Cli, big_store: Path):
+    """`choreograph runs | head -1`: the closed pipe ends the command without a traceback."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "choreograph", "runs", "--store", str(big_store), "--json"],
+        cwd=cli.folder, env=env_for(cli.flows_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert child.stdout is not None
+    assert child.stdout.readline() == b"[\n"
+    child.stdout.close()
+    assert child.wait(timeout=60) == 1
+    assert child.stderr is not None
+    assert b"Traceback" not in child.stderr.read()
+    child.stderr.close()
 
 
 def test_store_verify_and_prune(batch: Cli):
@@ -657,6 +752,13 @@ def test_without_click_main_names_the_extra(monkeypatch: pytest.MonkeyPatch, cap
     assert "pip install 'choreograph[cli]'" in capsys.readouterr().err
 
 
+def test_main_lets_other_import_errors_through(monkeypatch: pytest.MonkeyPatch):
+    """An ImportError that is not about the extra's libraries is a bug to show, not a missing extra."""
+    monkeypatch.setitem(sys.modules, "choreograph.cli._commands", None)
+    with pytest.raises(ImportError):
+        main(["--help"])
+
+
 def test_interrupt_outside_a_batch_is_status_130(here: Path, monkeypatch: pytest.MonkeyPatch):
     """Ctrl-C while a command sets up (importing the flow, say) exits with 130."""
 
@@ -738,6 +840,42 @@ def test_a_scalar_input_type_takes_a_one_column_csv():
         converter.convert(csv_row(a="1", b="2"))
 
 
+def test_files_that_are_not_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A file that isn't UTF-8 text is a usage error, whether its format is told or given; stdin is never counted."""
+    from click import UsageError
+
+    from choreograph.cli._records import Source
+
+    for name, chosen in [("latin.txt", "auto"), ("latin.json", "json")]:
+        (tmp_path / name).write_bytes("[\xe9]".encode("latin-1")[::-1])
+        with pytest.raises(UsageError, match=f"cannot read INPUT '.*{name}'"):
+            Source(str(tmp_path / name), chosen)
+    monkeypatch.setattr(sys, "stdin", io.StringIO('{"a": 1}\n'))
+    stdin = Source("-", "auto")
+    assert stdin.count() is None
+    assert list(stdin.records()) == [(0, {"a": 1})]
+    stdin.close()
+
+
+def test_csv_oddities(tmp_path: Path):
+    """An empty CSV has no records; a line that breaks CSV's rules fails alone; counting such a file gives up."""
+    from choreograph.cli._records import Source
+
+    (tmp_path / "empty.csv").write_text("", encoding="utf-8")
+    empty = Source(str(tmp_path / "empty.csv"), "auto")
+    assert list(empty.records()) == []
+    empty.close()
+    (tmp_path / "huge.csv").write_text("a\n" + "x" * 200_000 + "\nb\n", encoding="utf-8")
+    huge = Source(str(tmp_path / "huge.csv"), "auto")
+    assert huge.count() is None
+    (first, error), (second, row) = huge.records()
+    assert (first, second) == (0, 1)
+    assert isinstance(error, RecordError)
+    assert "not CSV" in str(error)
+    assert row == {"a": "b"}
+    huge.close()
+
+
 def test_unreadable_csv_lines_fail_alone(cli: Cli):
     """A CSV line with more fields than the header fails alone; the others run."""
     cli.write("lines.csv", "id,amount\nE-1,1\nE-2,2,extra\n\nE-3,3\n")
@@ -757,6 +895,18 @@ def test_inspection_shows_values_of_unimported_classes_as_plain_json():
     assert codec.decode('{"$enum": "shop:C", "value": "red"}') == "red"
     assert codec.decode('{"$decimal": "1.5"}') == Decimal("1.5")  # rebuilt: no class is needed
     assert codec.decode("{not json") == "{not json"
+
+
+def test_a_failure_without_a_step_of_its_own_is_named_by_the_error_stack():
+    """A precheck's ExecutionCanceled is the fatal itself: its step comes from the error stack."""
+    from choreograph import ExecutionCanceled
+    from choreograph.cli._summary import failure
+
+    def stop() -> None:
+        raise ExecutionCanceled("closed for the day")
+
+    result = Coordinator([Step("open", lambda: None, stop)]).run()
+    assert failure(result) == ("open", "choreograph._errors.ExecutionCanceled", "closed for the day")
 
 
 def test_classify_and_with_store():

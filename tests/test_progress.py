@@ -191,6 +191,15 @@ def test_an_exception_in_the_runs_closes_the_bar(monkeypatch: pytest.MonkeyPatch
     assert "/?" in terminal.getvalue()  # no total: neither len() nor total= tells it
 
 
+def test_a_closed_stream_is_no_terminal():
+    """`is_terminal` of a closed stream (isatty raises ValueError) is False."""
+    from choreograph._progress import is_terminal
+
+    stream = io.StringIO()
+    stream.close()
+    assert is_terminal(stream) is False
+
+
 def test_a_bar_that_is_not_drawn_is_the_executors_own_iterator():
     """Without a terminal, `track` hands back the very iterator it was given: no cost per result."""
 

@@ -8,8 +8,6 @@ line on stderr and exit status 2, never a traceback.
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -205,7 +203,11 @@ def prune(location: str, status: Any, before: str | None) -> int:
 
 
 def run_command(args: Sequence[str] | None) -> int:
-    """Run the command line; return its exit status (errors the user can fix are one line on stderr)."""
+    """
+    Run the command line; return its exit status (errors the user can fix are one line on stderr).
+
+    A closed standard output (``choreograph runs | head``) is click's to handle: it exits with 1, quietly.
+    """
     try:
         returned = cli.main(args=args, prog_name="choreograph", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
@@ -215,14 +217,7 @@ def run_command(args: Sequence[str] | None) -> int:
         where = exc.ctx.command_path if exc.ctx is not None else "choreograph"
         click.echo(f"{where}: {' '.join(exc.format_message().split())}", err=True)
         return 2
-    except click.ClickException as exc:
-        click.echo(f"choreograph: {exc.format_message()}", err=True)
-        return exc.exit_code
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("interrupted", err=True)
         return 130
-    except BrokenPipeError:  # the reader went away (`| head`): no traceback at exit either
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 1
     return returned if isinstance(returned, int) else 0

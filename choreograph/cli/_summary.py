@@ -37,9 +37,8 @@ def failure(result: RunResult[Any]) -> tuple[str, str, str]:
     ('charge', 'ValueError', 'card declined')
     """
     fatal = result.fatal
-    cause: BaseException | None = fatal.error if isinstance(fatal, JobFailed | PrecheckFailed | InputError) else fatal
-    if cause is None:
-        return ("", "", "")
+    assert fatal is not None  # noqa: S101 - asked of failed runs only
+    cause = fatal.error if isinstance(fatal, JobFailed | PrecheckFailed | InputError) else fatal
     step: str | None = INPUT_STEP if isinstance(fatal, InputError) else getattr(fatal, "step", None)
     if step is None and result.errors:
         step = result.errors[-1].step
@@ -103,13 +102,12 @@ class Summary:
 
     def print(self, *, interrupted: bool = False) -> None:
         """Print the summary table on stderr."""
-        from rich import box  # noqa: PLC0415 - the extra, imported to draw
-        from rich.console import Console  # noqa: PLC0415
+        from rich.console import Console  # noqa: PLC0415 - the extra, imported to draw
         from rich.table import Table  # noqa: PLC0415
 
         self.stop()
         seconds = self._seconds or 0.0
-        table = Table(title=self.title, box=box.SIMPLE, show_header=False, title_justify="left")
+        table = Table(title=self.title, box=None, show_header=False, title_justify="left", padding=(0, 1, 0, 2))
         table.add_column("what")
         table.add_column("count", justify="right")
         table.add_row("runs", str(self.runs))
