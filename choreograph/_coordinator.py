@@ -11,6 +11,7 @@ The Coordinator: a facade that registers steps and runs them, composing the core
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from types import MappingProxyType
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Generic, overload
 
 from typing_extensions import TypeVar
 
-from . import _logging
+from . import _logging, _progress
 from ._core.bag import DataBag
 from ._core.callbacks import Callback, compile_callback, type_name, validate_timeout
 from ._core.drivers import drive, drive_async
@@ -136,6 +137,50 @@ class Coordinator(Generic[InputT]):
         .. versionadded:: 0.1.0
         """
         return self._store
+
+    @property
+    def key(self) -> Callable[[InputT], str | int] | None:
+        """
+        The function deriving a durable run's key from its input (``Coordinator(key=...)``), if any.
+
+        .. versionadded:: 0.2.0
+        """
+        return self._key
+
+    @property
+    def input_type(self) -> object:
+        """
+        The ``Rec`` of ``Coordinator[Rec]`` (or of a subclass of ``Coordinator[Rec]``); ``object`` when not declared.
+
+        .. versionadded:: 0.2.0
+        """
+        return self._input_type
+
+    def with_store(self, store: Store, *, key: Callable[[InputT], str | int] | None = None) -> Coordinator[InputT]:
+        """
+        Return a coordinator with these steps, listeners and options, made durable by *store*.
+
+        This coordinator is left as it is. Steps added to either afterwards are
+        added to that one only.
+
+        Args:
+            store: The store of the new coordinator's runs.
+            key: Derives a run's key from its input (default: this coordinator's ``key``).
+
+        Raises:
+            TypeError: *store* does not implement `choreograph.typing.Store`.
+
+        .. versionadded:: 0.2.0
+        """
+        given: object = store
+        if not isinstance(given, Store):
+            msg = f"store must implement choreograph.typing.Store (SqliteStore, MemoryStore), got {type_name(store)}"
+            raise TypeError(msg)
+        made = copy.copy(self)
+        made._lock = threading.Lock()  # noqa: SLF001 - its own class
+        made._store, made._key = store, key if key is not None else self._key  # noqa: SLF001 - its own class
+        made._durable = DurableRunner(store, made._key)  # noqa: SLF001 - its own class
+        return made
 
     @property
     def steps(self) -> tuple[Step, ...]:
@@ -554,6 +599,8 @@ class Coordinator(Generic[InputT]):
         timeout: float | None = None,
         fresh: bool = False,
         executor: str | Executor = "threads",
+        progress: bool = False,
+        total: int | None = None,
     ) -> Generator[RunResult[InputT], None, None]:
         """
         Run the steps once per input, on a pool of threads (or another executor).
@@ -577,6 +624,12 @@ class Coordinator(Generic[InputT]):
             fresh: As in `run`: run durable keys that finished from scratch.
             executor: ``"threads"`` (the default), or an `Executor` instance
                 (then *workers* is its own business).
+            progress: Draw a live progress bar on stderr while the results
+                are taken, when stderr is a terminal: runs done (of the
+                total, when known), rate, ETA, and how many were ok and failed.
+                Needs the extra ``choreograph[cli]`` (rich).
+            total: The number of inputs, for the bar, when ``len(inputs)``
+                can't tell it.
 
         With a store, each input's key comes from the coordinator's ``key``:
         keys that finished ok are not run again (their stored result is
@@ -586,6 +639,9 @@ class Coordinator(Generic[InputT]):
             TypeError: *inputs* is a ``str``, ``bytes`` or not iterable; or the
                 coordinator has a store but no ``key``.
             ValueError: *workers* < 1, or an unknown executor name.
+            ImportError: *progress* is true and rich is not installed.
+
+        .. versionchanged:: 0.2.0 *progress* and *total*.
 
         .. versionadded:: 0.1.0
         """
@@ -606,7 +662,10 @@ class Coordinator(Generic[InputT]):
         if fresh and self._store is None:
             msg = "fresh= is for durable runs: create the coordinator with store=..."
             raise TypeError(msg)
-        return self._many(chosen, _BoundRun(self, shared, timeout, fresh=fresh), iterator, ordered=ordered)
+        results = self._many(chosen, _BoundRun(self, shared, timeout, fresh=fresh), iterator, ordered=ordered)
+        if _progress.check(progress, total):
+            return _progress.track(results, _progress.known_total(inputs, total))
+        return results
 
     @staticmethod
     def _executor(executor: object, workers: int | None) -> Executor:

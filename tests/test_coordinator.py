@@ -406,3 +406,29 @@ def test_repr_names_the_steps_in_order():
     assert "'Load'" in text
     assert "'Save'" in text
     assert text.index("'Load'") < text.index("'Save'")
+
+
+def test_with_store_makes_a_durable_copy_and_leaves_the_original_alone(tmp_path):
+    """`with_store(store, key=...)` gives a durable coordinator with the same steps; the original stays plain."""
+    from choreograph import MemoryStore
+
+    events: list[object] = []
+    plain = Coordinator[int]([Step("double", lambda x: x * 2)], listeners=[events.append])
+    store = MemoryStore()
+    durable = plain.with_store(store, key=str)
+    assert (durable.store, durable.key, plain.store, plain.key) == (store, str, None, None)
+    assert durable.steps == plain.steps
+    assert durable.run(4).data_bag.get_job_data("double") == 8
+    assert store.run_info("4") is not None
+    assert plain.run(5).key is None
+    assert len(events) == 8  # both share the listeners: 4 events per run
+    again = durable.with_store(MemoryStore())
+    assert again.key is str  # the key function is kept when none is given
+    with pytest.raises(TypeError, match="store must implement"):
+        plain.with_store("runs.db")  # type: ignore[arg-type]
+
+
+def test_input_type_is_the_declared_type_argument():
+    """`input_type` is the `Rec` of `Coordinator[Rec]`, `object` when none was given."""
+    assert Coordinator[int]().input_type is int
+    assert Coordinator().input_type is object
