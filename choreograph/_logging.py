@@ -37,11 +37,6 @@ def is_enabled() -> bool:
         return True
 
 
-def listener() -> Callable[[RunEvent], None] | None:
-    """The logging listener of a run starting now, or ``None`` while logging is off."""
-    return log if is_enabled() else None
-
-
 def log(event: RunEvent) -> None:
     """Log one event."""
     _BY_TYPE[type(event)](event)

@@ -170,10 +170,10 @@ def stamped(labels: tuple[tuple[str, Phase], ...], stamps: list[int], count: int
 
 
 #: Monotonic clock of the deadlines.
-monotonic: Final = time.monotonic
+_monotonic: Final = time.monotonic
 
 
 def set_deadline(run: RunState, timeout: float) -> None:
     """Start the run's timeout now."""
     run.timeout = timeout
-    run.deadline = monotonic() + timeout
+    run.deadline = _monotonic() + timeout
