@@ -9,7 +9,7 @@ from ._core.bag import DataBag
 from ._core.context import Context, get_data_bag
 from ._core.result import Call, RunResult
 from ._core.retry import Retry, RetryPolicy, TenacityRetry
-from ._core.step import Step
+from ._core.step import Parallel, Step
 from ._errors import (
     CallbackFailure,
     CallbackTimeout,
@@ -55,6 +55,7 @@ __all__ = [
     "ListenerWarning",
     "MemoryStore",
     "NoDataBagInContext",
+    "Parallel",
     "PickleCodec",
     "PoisonedRun",
     "PrecheckFailed",

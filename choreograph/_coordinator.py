@@ -24,12 +24,12 @@ from ._core.bag import DataBag
 from ._core.callbacks import Callback, compile_callback, type_name, validate_timeout
 from ._core.drivers import drive, drive_async
 from ._core.generics import InputAlias, declared_input, subscript
-from ._core.plan import Plan, StepNode
+from ._core.plan import GroupNode, Plan, Sequence, StepNode
 from ._core.result import Finished, RunResult, result_of
 from ._core.retry import RetryPolicy, as_policy
 from ._core.runs import new_run, run_async, run_plain, run_sync
 from ._core.state import RunState
-from ._core.step import Step
+from ._core.step import Parallel, Step
 from ._errors import InputError, StepDefinitionError
 from ._listeners import fan_out, outcome_listener
 from .durable.protocol import Store
@@ -86,7 +86,7 @@ class Coordinator(Generic[InputT]):
 
     def __init__(
         self,
-        steps: Iterable[Step] = (),
+        steps: Iterable[Step | Parallel] = (),
         *,
         store: Store | None = None,
         key: Callable[[InputT], str | int] | None = None,
@@ -185,11 +185,22 @@ class Coordinator(Generic[InputT]):
     @property
     def steps(self) -> tuple[Step, ...]:
         """
-        The steps, in execution order.
+        Every step, depth first, in declaration order (the steps of a `Parallel` included).
 
         .. versionadded:: 0.1.0
+
+        .. versionchanged:: 0.3.0 The steps of groups, depth first.
         """
         return tuple(node.step for node in self._plan.steps)
+
+    @property
+    def flow(self) -> tuple[Step | Parallel, ...]:
+        """
+        The top-level nodes, in run order: each a `Step` or a `Parallel`.
+
+        .. versionadded:: 0.3.0
+        """
+        return tuple(node.step if isinstance(node, StepNode) else node.group for node in self._plan.root.children)
 
     # -- listeners ----------------------------------------------------------
 
@@ -236,12 +247,17 @@ class Coordinator(Generic[InputT]):
 
     # -- registering steps ----------------------------------------------------
 
-    def add_step(self, step: Step[OutT]) -> Step[OutT]:
+    @overload
+    def add_step(self, step: Step[OutT]) -> Step[OutT]: ...
+    @overload
+    def add_step(self, step: Parallel) -> Parallel: ...
+    def add_step(self, step: Step[OutT] | Parallel) -> Step[OutT] | Parallel:
         """
-        Validate *step*, inspect its callbacks and append it to the run order.
+        Validate *step* (a `Step` or a `Parallel` group), inspect its callbacks and append it to the run order.
 
         Args:
-            step: Its name must be unique here, ignoring case.
+            step: Its name must be unique here among steps and groups,
+                ignoring case; so must the names of a group's steps and groups.
 
         Returns:
             *step*, unchanged, typed with its job's output: a handle for
@@ -252,12 +268,74 @@ class Coordinator(Generic[InputT]):
                 wrong, or a callback can't be used (the message names the
                 step, the callback and the problem). With
                 ``Coordinator[Rec]``, a ``Context[X]`` parameter whose ``X``
-                does not accept a ``Rec`` is such a problem.
+                does not accept a ``Rec`` is such a problem. For a group:
+                a branch that is empty or holds something else than steps
+                and groups, or a bad ``max_workers`` (``callback`` is
+                ``"group"``).
 
         .. versionadded:: 0.1.0
+
+        .. versionchanged:: 0.3.0 A `Parallel` group.
         """
+        names: dict[str, str] = {}
+        node = self._group(step, names) if isinstance(step, Parallel) else self._node(step, names)
+        with self._lock:
+            for folded, name in names.items():
+                taken = self._plan.taken.get(folded)
+                if taken is not None:
+                    raise StepDefinitionError(name, "step", self._taken(taken))
+            self._plan = self._plan.add(node)
+        return step
+
+    def _taken(self, name: str) -> str:
+        what = "step" if name.casefold() in self._plan.names else "group"
+        return f"the name is already taken by {what} {name!r} (names ignore case)"
+
+    @staticmethod
+    def _claim(name: str, kind: str, names: dict[str, str]) -> None:
+        """Claim *name* among the names of what is being added."""
+        taken = names.get(name.casefold())
+        if taken is not None:
+            problem = f"the name is already taken by {kind} {taken!r} in the same group (names ignore case)"
+            raise StepDefinitionError(name, "group" if kind == "group" else "step", problem)
+        names[name.casefold()] = name
+
+    def _group(self, group: Parallel, names: dict[str, str]) -> GroupNode:
+        """Inspect a group and everything in it."""
+        name: object = group.name
+        if not isinstance(name, str):
+            raise StepDefinitionError(repr(name), "group", f"the name must be a str, got {type_name(name)}")
+        if not name.strip():
+            raise StepDefinitionError(name, "group", "the name must not be empty")
+        self._claim(name, "group", names)
+        workers: object = group.max_workers
+        if workers is not None and (type(workers) is not int or workers < 1):
+            raise StepDefinitionError(name, "group", f"max_workers must be None or an int >= 1, got {workers!r}")
+        if not group.branches:
+            raise StepDefinitionError(name, "group", "a group needs at least one branch")
+        branches: list[Sequence] = []
+        for index, branch in enumerate(group.branches):
+            if not branch:
+                raise StepDefinitionError(name, "group", f"branch {index} is empty")
+            children: list[StepNode | GroupNode] = []
+            for item in branch:
+                given: object = item  # checked at run time: callers may not be typed
+                if isinstance(given, Parallel):
+                    children.append(self._group(given, names))
+                elif isinstance(given, Step):
+                    children.append(self._node(given, names))
+                else:
+                    problem = (
+                        f"branch {index} holds a {type_name(item)}; a branch is a Step, a Parallel or a list of them"
+                    )
+                    raise StepDefinitionError(name, "group", problem)
+            branches.append(Sequence(tuple(children)))
+        return GroupNode(group, tuple(branches))
+
+    def _node(self, step: object, names: dict[str, str]) -> StepNode:
+        """Inspect a step's options and callbacks."""
         if not isinstance(step, Step):
-            raise StepDefinitionError("", "step", f"expected a Step, got {type_name(step)}")
+            raise StepDefinitionError("", "step", f"expected a Step or a Parallel, got {type_name(step)}")
         name = step.name
         if not isinstance(name, str):
             raise StepDefinitionError(repr(name), "step", f"the name must be a str, got {type_name(name)}")
@@ -275,19 +353,13 @@ class Coordinator(Generic[InputT]):
         flag: object = step.compensate_failed
         if not isinstance(flag, bool):
             raise StepDefinitionError(name, "step", f"compensate_failed must be a bool, got {type_name(flag)}")
-        node = StepNode(
+        self._claim(name, "step", names)
+        return StepNode(
             step,
             self._compile(name, "precheck", step.precheck, retry, timeout),
             self._compile(name, "job", step.job, retry, timeout),  # type: ignore[arg-type]  # not None
             self._compile(name, "compensate", step.compensate, retry, timeout),
         )
-        with self._lock:
-            taken = self._plan.names.get(node.key)
-            if taken is not None:
-                problem = f"the name is already taken by step {taken!r} (names ignore case)"
-                raise StepDefinitionError(name, "step", problem)
-            self._plan = self._plan.add(node)
-        return step
 
     def _compile(
         self, name: str, role: str, fn: Callable[..., object] | None, retry: RetryPolicy | None, timeout: float | None

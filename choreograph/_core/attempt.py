@@ -9,15 +9,16 @@ result means is `choreograph._core.outcome`'s business.
 
 from __future__ import annotations
 
+import contextvars
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any, Final
 
 from .._errors import CallbackTimeout
 from . import record
 from .callbacks import CONTAINERS, Callback, unwrap
-from .context import Context, point_to
-from .drivers import Await, Expired, Sleep
+from .context import Context, point_to, runs_here
+from .drivers import Await, Expired, Offload, Sleep, Slots
 from .state import RunState
 
 _clock: Final = time.perf_counter
@@ -31,7 +32,7 @@ _monotonic: Final = time.monotonic
 Called = tuple[object, BaseException | None, int, bool]
 
 
-def call(  # noqa: C901 - the attempt loop of every callback form: one frame per callback
+def call(  # noqa: C901, PLR0912 - the attempt loop of every callback form: one frame per callback
     run: RunState,
     ctx: Context[Any] | None,
     cb: Callback,
@@ -39,6 +40,7 @@ def call(  # noqa: C901 - the attempt loop of every callback form: one frame per
     started: float,
     attempts: int = 0,
     first: tuple[object, BaseException | None] | None = None,
+    slots: Slots | None = None,
 ) -> Generator[object, object, Called]:
     """
     Call *cb* until it succeeds or its retry policy gives up.
@@ -51,6 +53,8 @@ def call(  # noqa: C901 - the attempt loop of every callback form: one frame per
         started: `time.perf_counter` when its first attempt started.
         attempts: Attempts made before (by earlier sessions of a durable run).
         first: The first attempt's ``(output, error)``, when the fast path made it.
+        slots: The group's slots, when the callback is a branch's: a plain
+            one's attempts are then made on a worker thread (see `Offload`).
     """
     deadline = run.deadline
     while True:
@@ -60,7 +64,12 @@ def call(  # noqa: C901 - the attempt loop of every callback form: one frame per
             if err is None:
                 out, err = accept(run, cb, step, out)
         elif not cb.is_async:
-            out, err = once(run, ctx, cb, step, attempts)
+            if slots is None:
+                out, err = once(run, ctx, cb, step, attempts)
+            else:
+                if ctx is not None or run.emit is not None:
+                    announce(run, ctx, cb, step, attempts)
+                out, err = yield Offload(offloaded(run, ctx, cb, step, attempts), slots)  # type: ignore[misc]
         else:
             announce(run, ctx, cb, step, attempts)
             out = err = None
@@ -90,8 +99,37 @@ def announce(run: RunState, ctx: Context[Any] | None, cb: Callback, step: str, a
         record.started(run, step, cb.role, attempt)
 
 
-def once(
+def offloaded(
     run: RunState, ctx: Context[Any] | None, cb: Callback, step: str, attempt: int
+) -> Callable[[], tuple[object, BaseException | None]]:
+    """
+    An attempt of a branch's plain callback, to make on a worker thread (announced already).
+
+    It runs in a copy of the caller's context variables, as
+    `asyncio.to_thread` does, with the run as the thread's current run (for
+    `get_data_bag`).
+    """
+    context = contextvars.copy_context()
+
+    def attempt_there() -> tuple[object, BaseException | None]:
+        return context.run(_attempt_here, run, ctx, cb, step, attempt)
+
+    return attempt_there
+
+
+def _attempt_here(
+    run: RunState, ctx: Context[Any] | None, cb: Callback, step: str, attempt: int
+) -> tuple[object, BaseException | None]:
+    here = runs_here()
+    here.append(run)
+    try:
+        return once(run, ctx, cb, step, attempt, announced=True)
+    finally:
+        here.pop()
+
+
+def once(
+    run: RunState, ctx: Context[Any] | None, cb: Callback, step: str, attempt: int, *, announced: bool = False
 ) -> tuple[object, BaseException | None]:
     """
     One attempt of a plain callback: ``(output, error)``, its output unwrapped and checked (see `accept`).
@@ -99,7 +137,7 @@ def once(
     The run loop calls it directly for a plain callback without retries (most
     of them), which spares a generator per callback.
     """
-    if ctx is not None or run.emit is not None:
+    if not announced and (ctx is not None or run.emit is not None):
         announce(run, ctx, cb, step, attempt)
     began = _clock() if cb.timeout is not None else 0.0
     try:

@@ -2,19 +2,33 @@
 Serving a run loop: from plain code (`drive`) or from inside an event loop (`drive_async`).
 
 A run loop is a generator that yields only what it cannot do itself: an
-`Await` (an ``async def`` callback's awaitable, with its time limits) or a
+`Await` (an ``async def`` callback's awaitable, with its time limits), a
 `Sleep` (the wait between retry attempts, or while another process holds a
-durable key). A run whose callbacks are all plain finishes on the first
-``send`` and never touches asyncio.
+durable key), a `Gather` (a parallel group's branches, each a run loop of
+its own, to run side by side) or, from a branch, an `Offload` (a plain
+callback's attempt, to make on a worker thread). A run whose callbacks are
+all plain and that has no group finishes on the first ``send`` and never
+touches asyncio or a thread.
+
+Branches are served in the thread that drives the run: only callbacks run
+elsewhere (plain ones on the branch pool's threads, ``async def`` ones as
+tasks of the run's event loop), so the run's state is only ever written by
+one thread, and the order in which outcomes are recorded is the order in
+which the driver learnt of them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import heapq
+import itertools
+import os
+import threading
 import time
-from collections.abc import Awaitable, Generator
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Awaitable, Callable, Generator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, Final
 
 _monotonic: Final = time.monotonic
@@ -57,6 +71,61 @@ class Await:
         return self.timeout, False
 
 
+class Slots:
+    """
+    How many plain callbacks of one group's execution may run at once (its ``max_workers``).
+
+    Attributes:
+        limit: The most at once.
+        busy: How many run now (the thread driver's count).
+        queue: Offloads waiting for a slot (the thread driver's), with the branch that asked.
+    """
+
+    __slots__ = ("_semaphore", "busy", "limit", "queue")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.busy = 0
+        self.queue: deque[tuple[Offload, Loop]] = deque()
+        self._semaphore: asyncio.Semaphore | None = None
+
+    def semaphore(self) -> asyncio.Semaphore:
+        """The slots as an asyncio semaphore (the async driver's), made when first used."""
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.limit)
+        return self._semaphore
+
+
+class Offload:
+    """
+    A request from a branch to the driver: make this plain callback's attempt on a worker thread.
+
+    Attributes:
+        call: What to call there; it returns what the branch is sent back.
+        slots: The group's slots, one of which the attempt takes.
+    """
+
+    __slots__ = ("call", "slots")
+
+    def __init__(self, call: Callable[[], object], slots: Slots) -> None:
+        self.call, self.slots = call, slots
+
+
+class Gather:
+    """
+    A request to the driver: run these branches (run loops) side by side, and go on when all ended.
+
+    Attributes:
+        branches: One run loop per branch.
+        has_async: A branch has an ``async def`` callback (so it needs an event loop).
+    """
+
+    __slots__ = ("branches", "has_async")
+
+    def __init__(self, branches: tuple[Loop, ...], has_async: bool) -> None:  # noqa: FBT001
+        self.branches, self.has_async = branches, has_async
+
+
 class Expired(BaseException):
     """
     Thrown into the run loop when an awaited callback ran out of time.
@@ -72,12 +141,42 @@ class Expired(BaseException):
         self.by_run = by_run
 
 
+#: The threads plain callbacks of branches run on, and the process that made them (see `branch_pool`).
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+_pool_lock: Final = threading.Lock()
+
+
+def branch_pool() -> ThreadPoolExecutor:
+    """
+    The threads plain callbacks of branches run on: made when first needed, shared by every run.
+
+    An idle thread is reused, and a new one started when none is idle (a
+    group's own ``max_workers`` bounds its callbacks, not the pool), so that
+    a callback waiting for another run's branches never waits for a thread.
+    A child process made by ``fork`` gets a pool of its own.
+    """
+    global _pool  # noqa: PLW0603 - one pool per process
+    held = _pool
+    pid = os.getpid()
+    if held is None or held[0] != pid:
+        with _pool_lock:
+            held = _pool
+            if held is None or held[0] != pid:
+                held = _pool = (pid, ThreadPoolExecutor(1 << 16, thread_name_prefix="choreograph-branch"))
+    return held[1]
+
+
 def drive(loop: Loop) -> Any:
     """Run *loop* to the end from plain code, and return what it returns."""
     try:
         request = loop.send(None)
-        while type(request) is Sleep:
-            time.sleep(request.seconds)
+        while True:
+            if isinstance(request, Sleep):
+                time.sleep(request.seconds)
+            elif isinstance(request, Gather) and not request.has_async:
+                run_branches(request.branches)
+            else:
+                break
             request = loop.send(None)
     except StopIteration as stop:
         return stop.value
@@ -94,6 +193,121 @@ def drive(loop: Loop) -> Any:
         return pool.submit(context.run, asyncio.run, rest).result()
 
 
+class _Join:
+    """Branches that a run loop waits for (the thread driver's): how many are left, and who waits."""
+
+    __slots__ = ("left", "parent")
+
+    def __init__(self, parent: Loop | None, left: int) -> None:
+        self.parent, self.left = parent, left
+
+
+class _Branches:
+    """
+    The thread driver: serves run loops of branches whose callbacks are all plain, in the calling thread.
+
+    Each `Offload` goes to the branch pool when its group has a free slot,
+    each `Sleep` to a timer, each nested `Gather` adds its branches, which
+    its loop then waits for.
+    """
+
+    def __init__(self) -> None:
+        self.pool = branch_pool()
+        self.ready: deque[tuple[Loop, object]] = deque()
+        self.joins: dict[Loop, _Join] = {}
+        self.running: dict[Future[object], tuple[Loop, Slots]] = {}
+        self.timers: list[tuple[float, int, Loop]] = []
+        self.order = itertools.count()
+
+    def start(self, branches: tuple[Loop, ...], parent: Loop | None) -> None:
+        """Start *branches*; *parent* goes on when all of them ended."""
+        join = _Join(parent, len(branches))
+        for branch in branches:
+            self.joins[branch] = join
+            self.ready.append((branch, None))
+        if not branches and parent is not None:
+            self.ready.append((parent, None))
+
+    def submit(self, request: Offload, branch: Loop) -> None:
+        """Make *branch*'s attempt on the pool, or queue it until its group has a free slot."""
+        slots = request.slots
+        if slots.busy >= slots.limit:
+            slots.queue.append((request, branch))
+            return
+        slots.busy += 1
+        self.running[self.pool.submit(request.call)] = (branch, slots)
+
+    def step(self, branch: Loop, value: object) -> None:
+        """Send *branch* what it waited for, and take its next request."""
+        try:
+            request = branch.send(value)
+        except StopIteration:
+            join = self.joins.pop(branch)
+            join.left -= 1
+            if join.left == 0 and join.parent is not None:
+                self.ready.append((join.parent, None))
+            return
+        if isinstance(request, Offload):
+            self.submit(request, branch)
+        elif isinstance(request, Sleep):
+            heapq.heappush(self.timers, (_monotonic() + request.seconds, next(self.order), branch))
+        else:
+            assert isinstance(request, Gather)  # noqa: S101 - a branch of plain callbacks yields nothing else
+            self.start(request.branches, branch)
+
+    def wait(self) -> None:
+        """Wait for an attempt to end or a timer to expire, and make ready the branches waiting for them."""
+        running, timers = self.running, self.timers
+        timeout = None if not timers else max(0.0, timers[0][0] - _monotonic())
+        if running:
+            done, _ = wait(running, timeout, return_when=FIRST_COMPLETED)
+        else:
+            done = set()
+            time.sleep(timeout or 0.0)
+        for future in done:
+            branch, slots = running.pop(future)
+            slots.busy -= 1
+            if slots.queue:
+                self.submit(*slots.queue.popleft())
+            self.ready.append((branch, future.result()))  # a BaseException of the callback's goes through
+        now = _monotonic()
+        while timers and timers[0][0] <= now:
+            self.ready.append((heapq.heappop(timers)[2], None))
+
+    def run(self, branches: tuple[Loop, ...]) -> None:
+        """Run *branches* side by side until every one ended."""
+        self.start(branches, None)
+        ready = self.ready
+        while True:
+            while ready:
+                self.step(*ready.popleft())
+            if not self.running and not self.timers:
+                return
+            self.wait()
+
+
+def run_branches(branches: tuple[Loop, ...]) -> None:
+    """Run branches whose callbacks are all plain, side by side, until every one ended (see `_Branches`)."""
+    _Branches().run(branches)
+
+
+async def _gather(branches: tuple[Loop, ...]) -> None:
+    """Run branches side by side on the running event loop, each a task (the async driver)."""
+    tasks = [asyncio.ensure_future(drive_async(branch)) for branch in branches]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
+
+
+async def _offload(request: Offload) -> object:
+    """Make a plain callback's attempt on the branch pool, once its group has a free slot (the async driver)."""
+    async with request.slots.semaphore():
+        return await asyncio.get_running_loop().run_in_executor(branch_pool(), request.call)
+
+
 _START: Final = object()
 
 
@@ -104,28 +318,35 @@ async def drive_async(loop: Loop, request: object = _START) -> Any:
         if request is _START:
             request = send(None)
         while True:
-            if type(request) is Sleep:
+            if isinstance(request, Await):
+                result, error = await _await(request)
+                request = send(result) if error is None else loop.throw(error)
+            elif isinstance(request, Sleep):
                 await asyncio.sleep(request.seconds)
                 request = send(None)
-                continue
-            assert type(request) is Await  # noqa: S101 - a run loop yields nothing else
-            limit, by_run = request.limit()
-            try:
-                if limit is None:
-                    result = await request.awaitable
-                else:
-                    scope = asyncio.timeout(limit)
-                    try:
-                        async with scope:
-                            result = await request.awaitable
-                    except TimeoutError:
-                        if not scope.expired():
-                            raise
-                        request = loop.throw(Expired(by_run))
-                        continue
-            except Exception as exc:  # noqa: BLE001 - the callback's error, for the loop to judge
-                request = loop.throw(exc)
-                continue
-            request = send(result)
+            elif isinstance(request, Gather):
+                await _gather(request.branches)
+                request = send(None)
+            else:
+                assert isinstance(request, Offload)  # noqa: S101 - a run loop yields nothing else
+                request = send(await _offload(request))
     except StopIteration as stop:
         return stop.value
+
+
+async def _await(request: Await) -> tuple[object, BaseException | None]:
+    """Await a callback's awaitable within its limits: ``(result, None)``, or ``(None, error)`` for the loop."""
+    limit, by_run = request.limit()
+    try:
+        if limit is None:
+            return await request.awaitable, None
+        scope = asyncio.timeout(limit)
+        try:
+            async with scope:
+                return await request.awaitable, None
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            return None, Expired(by_run)
+    except Exception as exc:  # noqa: BLE001 - the callback's error, for the loop to judge
+        return None, exc

@@ -47,6 +47,8 @@ class _Entry(Protocol):
     first: bool
 
     @property
+    def group(self) -> object: ...
+    @property
     def step(self) -> _Step: ...
 
 
@@ -66,6 +68,9 @@ def build_fast_path(entries: Sequence[_Entry]) -> FastPath:
     lines = ["def fast_path(ctx, run, value, pt, jt, stamps):"]
     checked: set[type] = set()
     for index, entry in enumerate(entries):
+        if entry.group is not None:  # a group: the general loop runs it
+            lines.append(f"    return {index}")
+            break
         cb = entry.callback
         if cb.is_async or cb.timeout is not None:
             lines.append(f"    return {index}")

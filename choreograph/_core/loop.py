@@ -15,13 +15,14 @@ import time
 from collections.abc import Generator
 from typing import Any, Final
 
-from .._errors import MISSING, RunCancelled, Skip, StepError, UnassignableInput
+from .._errors import MISSING, Phase, RunCancelled, Skip, StepError, UnassignableInput
 from . import record
 from .attempt import Called, call, once
 from .callbacks import type_name
 from .context import Context, context_for
+from .drivers import Gather, Slots
 from .outcome import Verdict, decide, fatal_error
-from .plan import Entry, StepNode
+from .plan import Entry, GroupNode, StepNode
 from .result import Outcome
 from .state import NOTHING, Restored, RunState, stamped
 
@@ -41,6 +42,7 @@ def hand_over(run: RunState, ctx: Context[Any] | None, index: int) -> Loop:
     """Continue, with the full loop, a run that the fast path stopped at callback *index*."""
     plan = run.plan
     stamps = run.stamps or [time.perf_counter_ns()]
+    run.began = stamps[0] / 1e9
     run.calls = stamped(plan.labels, stamps, index)
     run.completed = [e.step for e in plan.entries[:index] if e.callback.is_job]
     pending = run.pending
@@ -74,18 +76,30 @@ def forward(  # noqa: C901, PLR0912 - the common case of `conclude` inline: it i
     ctx: Context[Any] | None,
     start: int,
     pending: tuple[tuple[object, BaseException | None], float] | None,
+    entries: tuple[Entry, ...] | None = None,
+    slots: Slots | None = None,
 ) -> Loop:
     """
-    Run the callbacks in order from *start* until one stops the run.
+    Run a lane's callbacks in order from *start* until one stops the run.
 
     *pending* is the first callback's result when the fast path already called
-    it: ``((output, error), started)``.
+    it: ``((output, error), started)``. *entries* is the lane (the plan's
+    root by default); *slots*, those of the group a branch's lane belongs to.
+    A fatal error stops every lane: no callback starts after it.
     """
-    entries = run.plan.entries
+    if entries is None:
+        entries = run.plan.entries
     restored = run.restored
     index = start
     while index < len(entries):
+        if run.fatal is not None:  # a branch's fatal error, elsewhere: nothing new starts
+            return
         entry = entries[index]
+        group = entry.group
+        if group is not None:
+            yield from gather(run, group)
+            index += 1
+            continue
         st = entry.step
         if entry.first and pending is None and restored is not None and st.key in restored:
             restore(run, st, restored[st.key])
@@ -101,7 +115,7 @@ def forward(  # noqa: C901, PLR0912 - the common case of `conclude` inline: it i
             pending = None
         cb = entry.callback
         base = 0 if run.attempt_base is None else run.attempt_base.get((st.key, cb.role), 0)
-        if first is None and cb.retry is None and not cb.is_async:
+        if first is None and cb.retry is None and not cb.is_async and slots is None:
             output, error = once(run, ctx, cb, st.name, base + 1)
             if error is None:  # the common case of `conclude`, inline: it is paid per callback
                 if cb.has_output:
@@ -122,7 +136,7 @@ def forward(  # noqa: C901, PLR0912 - the common case of `conclude` inline: it i
                 continue
             called: Called = (output, error, base + 1, False)
         else:
-            called = yield from call(run, ctx, cb, st.name, started, base, first)
+            called = yield from call(run, ctx, cb, st.name, started, base, first, slots)
         verdict = conclude(run, entry, called, _clock() - started)
         if verdict is Verdict.GO_ON:
             index += 1
@@ -130,6 +144,12 @@ def forward(  # noqa: C901, PLR0912 - the common case of `conclude` inline: it i
             index = entry.next_step
         else:
             return
+
+
+def gather(run: RunState, group: GroupNode) -> Loop:
+    """Run a group: its branches side by side (see `Gather`), each a lane with a context of its own."""
+    slots = Slots(group.workers)
+    yield Gather(tuple(forward(run, context_of(run), 0, None, lane, slots) for lane in group.lanes), group.has_async)
 
 
 def refuse(run: RunState, entry: Entry) -> bool:
@@ -145,15 +165,13 @@ def refuse(run: RunState, entry: Entry) -> bool:
     return False
 
 
-def conclude(run: RunState, entry: Entry, called: Called, seconds: float) -> Verdict:
+def conclude(run: RunState, entry: Entry, called: Called, seconds: float) -> Verdict:  # noqa: C901 - the outcome rules in order
     """Apply a callback's outcome to the run: DataBag, error stack, fatal error; record it."""
     st, cb = entry.step, entry.callback
     name, role = st.name, cb.role
     output, err, attempts, expired = called
     if expired:
-        run.fatal = fatal = RunCancelled(run.timeout or 0.0, name)
-        record.finished(run, name, role, "canceled", attempts, seconds, fatal)
-        return Verdict.STOP
+        return cancelled(run, name, role, attempts, seconds)
     outcome: Outcome
     outcome, verdict = ("ok", Verdict.GO_ON) if err is None else decide(role, err, strict=run.plan.strict_prechecks)
     stored: object = MISSING  # what went into the DataBag
@@ -173,12 +191,22 @@ def conclude(run: RunState, entry: Entry, called: Called, seconds: float) -> Ver
         return verdict
     run.errors.append(StepError(name, role, err))
     if verdict is Verdict.STOP:
-        run.fatal = fatal_error(name, role, err)
+        if run.fatal is None:  # the first fatal error is the run's (branches may stop at once)
+            run.fatal = fatal_error(name, role, err)
         if cb.is_job and st.compensate_failed:
             run.completed.append(st)
     else:
         record.finished(run, name, "job", "skipped", 0, 0.0)
     return verdict
+
+
+def cancelled(run: RunState, name: str, role: Phase, attempts: int, seconds: float) -> Verdict:
+    """The run's timeout cancelled a callback: the run stops (see `conclude`)."""
+    fatal = RunCancelled(run.timeout or 0.0, name)
+    if run.fatal is None:  # the first fatal error is the run's (branches may stop at once)
+        run.fatal = fatal
+    record.finished(run, name, role, "canceled", attempts, seconds, fatal)
+    return Verdict.STOP
 
 
 def restore(run: RunState, st: StepNode, restored: Restored) -> None:

@@ -2,11 +2,13 @@
 A coordinator's flow, compiled for running: a tree of nodes, and its callbacks in run order.
 
 A step is a leaf (`StepNode`); a `Sequence` is a node whose children run one
-after the other. The run loop walks the run order that a sequence flattens
-to (`Plan.entries`): one `Entry` per callback, each knowing where its step's
-callbacks end, so that a skipped job or a restored step moves on to the next
-step in one jump. Node kinds that run children side by side fit in the same
-tree; a plan is immutable, so adding a step builds a new one.
+after the other; a `GroupNode` (a `Parallel`) runs its branches, each a
+sequence, side by side. The run loop walks the run order that a sequence
+flattens to (its *lane*, `lane`): one `Entry` per callback, each knowing
+where its step's callbacks end, so that a skipped job or a restored step
+moves on to the next step in one jump; a group is one entry of its
+sequence's lane, and each of its branches has a lane of its own. A plan is
+immutable, so adding a step builds a new one.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Iterator
 from .._errors import Phase
 from .callbacks import Callback
 from .fastpath import build_fast_path
-from .step import Step
+from .step import Parallel, Step
 
 
 class StepNode:
@@ -38,7 +40,7 @@ class StepNode:
 
 
 class Sequence:
-    """A node whose children run one after the other."""
+    """A node whose children (steps and groups) run one after the other."""
 
     __slots__ = ("children",)
 
@@ -53,18 +55,81 @@ class Sequence:
             else:
                 yield from child.leaves()
 
+    def groups(self) -> Iterator[GroupNode]:
+        """Every group under this node, depth first."""
+        for child in self.children:
+            if isinstance(child, GroupNode):
+                yield child
+                for branch in child.branches:
+                    yield from branch.groups()
 
-#: What a plan's tree is made of.
-Node = StepNode | Sequence
+
+class GroupNode:
+    """
+    A `Parallel` as the run loop sees it: its branches side by side, each a sequence.
+
+    Attributes:
+        group: The user's `Parallel`.
+        name, key: Its name, and case-folded.
+        branches: A `Sequence` per branch.
+        lanes: Each branch's run order (see `lane`).
+        workers: How many plain callbacks of the group may run at once.
+        has_async: Whether any callback under it is ``async def`` (then it needs an event loop).
+    """
+
+    __slots__ = ("branches", "group", "has_async", "key", "lanes", "name", "workers")
+
+    def __init__(self, group: Parallel, branches: tuple[Sequence, ...]) -> None:
+        self.group = group
+        self.name = group.name
+        self.key = group.name.casefold()
+        self.branches = branches
+        self.lanes = tuple(lane(branch.children) for branch in branches)
+        self.workers = group.max_workers or len(branches)
+        self.has_async = any(cb.is_async for st in self.leaves() for cb in st.all_callbacks())
+
+    def leaves(self) -> Iterator[StepNode]:
+        """Every step under this group, depth first, in declaration order."""
+        for branch in self.branches:
+            yield from branch.leaves()
+
+
+#: What a sequence is made of.
+Node = StepNode | GroupNode
 
 
 class Entry:
-    """One callback of the plan, in run order."""
+    """
+    One callback of a lane, in run order; or a group, which is one entry of its lane.
 
-    __slots__ = ("callback", "first", "next_step", "step")
+    A group's entry has only `group` and `next_step`: the run loop looks at
+    `group` first.
+    """
+
+    __slots__ = ("callback", "first", "group", "next_step", "step")
 
     def __init__(self, callback: Callback, step: StepNode, first: bool, next_step: int) -> None:  # noqa: FBT001
         self.callback, self.step, self.first, self.next_step = callback, step, first, next_step
+        self.group: GroupNode | None = None
+
+    @classmethod
+    def of_group(cls, group: GroupNode, next_step: int) -> Entry:
+        """The entry of a group in its lane."""
+        entry: Entry = object.__new__(cls)
+        entry.group, entry.next_step, entry.first = group, next_step, False
+        return entry
+
+
+def lane(children: tuple[Node, ...]) -> tuple[Entry, ...]:
+    """The run order of a sequence's children: their callbacks, and an entry per group."""
+    entries: list[Entry] = []
+    for child in children:
+        if isinstance(child, StepNode):
+            after = len(entries) + len(child.callbacks)
+            entries.extend(Entry(cb, child, index == 0, after) for index, cb in enumerate(child.callbacks))
+        else:
+            entries.append(Entry.of_group(child, len(entries) + 1))
+    return tuple(entries)
 
 
 class Plan:
@@ -74,10 +139,13 @@ class Plan:
     Attributes:
         root: The tree.
         steps: Its steps, depth first.
-        entries: Its callbacks in run order (jobs and prechecks; compensations
-            run from `StepNode.compensate`).
-        labels: ``(step, phase)`` of each entry.
+        entries: The root's lane: its callbacks in run order (jobs and
+            prechecks; compensations run from `StepNode.compensate`), a
+            group as one entry.
+        labels: ``(step, phase)`` of each entry (a group's name for a group's entry).
         names: Step names by case-folded name.
+        taken: Step and group names by case-folded name (they share one namespace).
+        has_groups: Whether the plan has a group.
         size: Timestamps a fast run takes (one per entry, plus the start).
         compensates: Whether any step has a compensation.
         has_async: Whether any callback is ``async def``.
@@ -91,12 +159,14 @@ class Plan:
         "entries",
         "fast",
         "has_async",
+        "has_groups",
         "labels",
         "names",
         "root",
         "size",
         "steps",
         "strict_prechecks",
+        "taken",
         "takes_context",
     )
 
@@ -104,22 +174,23 @@ class Plan:
         self.root = root
         self.strict_prechecks = strict_prechecks
         self.steps = tuple(root.leaves())
-        entries: list[Entry] = []
-        for st in self.steps:
-            after = len(entries) + len(st.callbacks)
-            entries.extend(Entry(cb, st, index == 0, after) for index, cb in enumerate(st.callbacks))
-        self.entries = tuple(entries)
+        self.entries = entries = lane(root.children)
         self.size = len(entries) + 1
-        self.labels: tuple[tuple[str, Phase], ...] = tuple((e.step.name, e.callback.role) for e in entries)
+        self.labels: tuple[tuple[str, Phase], ...] = tuple(
+            (e.group.name, "job") if e.group is not None else (e.step.name, e.callback.role) for e in entries
+        )
         self.names = {st.key: st.name for st in self.steps}
+        groups = tuple(root.groups())
+        self.has_groups = bool(groups)
+        self.taken = {**self.names, **{group.key: group.name for group in groups}}
         self.compensates = any(st.compensate is not None for st in self.steps)
         callbacks = [cb for st in self.steps for cb in st.all_callbacks()]
         self.has_async = any(cb.is_async for cb in callbacks)
         self.takes_context = any(cb.takes_context for cb in callbacks)
         self.fast = build_fast_path(self.entries)
 
-    def add(self, step: StepNode) -> Plan:
-        """A new plan: this one's steps, then *step*."""
+    def add(self, step: StepNode | GroupNode) -> Plan:
+        """A new plan: this one's nodes, then *step* (a step or a group)."""
         return Plan(Sequence((*self.root.children, step)), strict_prechecks=self.strict_prechecks)
 
     @classmethod

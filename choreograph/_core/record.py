@@ -10,13 +10,14 @@ and `run_finished`. Nothing else writes a trace entry or sends an event, but
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Final
 
 from .._errors import MISSING, Phase
 from ..events import CallbackFinished, CallbackStarted, RunFinished, RunStarted, maker
 from .result import Outcome, RunResult
 from .state import RunState
 
+_clock: Final = time.perf_counter
 _callback_started = maker(CallbackStarted)
 _callback_finished = maker(CallbackFinished)
 
@@ -48,7 +49,8 @@ def finished(
 
     *output* is what went into the DataBag, or `MISSING`.
     """
-    run.calls.append((step, phase, outcome, seconds, attempts, False))  # type: ignore[union-attr]  # the loop made it
+    began = _clock() - seconds - run.began
+    run.calls.append((step, phase, outcome, seconds, attempts, False, began))  # type: ignore[union-attr]  # the loop made it
     if run.recorder is not None:
         run.recorder.record(step, phase, outcome, output, error, attempts, seconds)
     if run.emit is not None:

@@ -15,8 +15,8 @@ InputT_co = TypeVar("InputT_co", covariant=True)
 
 Outcome = Literal["ok", "failed", "canceled", "skipped"]
 
-#: A trace entry as the run loop records it: (step, phase, outcome, seconds, attempts, restored).
-RawCall = tuple[str, Phase, Outcome, float, int, bool]
+#: A trace entry as the run loop records it: (step, phase, outcome, seconds, attempts, restored, started).
+RawCall = tuple[str, Phase, Outcome, float, int, bool, float]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,8 +35,14 @@ class Call:
         attempts: How many times the callback was called (see retries); 0 when
             it was not called.
         restored: The outcome was restored from a store, not executed now.
+        started: When the callback started, in seconds from the run's start
+            (for a callback not called, when it was passed over). A
+            restored call's is from the start of the stored run's first
+            recorded callback.
 
     .. versionadded:: 0.1.0
+
+    .. versionchanged:: 0.3.0 ``started``.
     """
 
     step: str
@@ -45,6 +51,7 @@ class Call:
     seconds: float = 0.0
     attempts: int = 1
     restored: bool = False
+    started: float = 0.0
 
 
 class FinishedRun(Protocol):
@@ -153,11 +160,27 @@ class RunResult(Generic[InputT_co]):
 
     @property
     def trace(self) -> tuple[Call, ...]:
-        """Every callback the run considered, in order (see `Call`)."""
+        """Every callback the run considered, in the order they finished (see `Call`)."""
         return tuple(
-            Call(step=s, phase=p, outcome=o, seconds=t, attempts=a, restored=r)
-            for s, p, o, t, a, r in self._run.raw_calls()
+            Call(step=s, phase=p, outcome=o, seconds=t, attempts=a, restored=r, started=b)
+            for s, p, o, t, a, r, b in self._run.raw_calls()
         )
+
+    def trace_of(self, step: str) -> tuple[Call, ...]:
+        """
+        The trace entries of one step (its name, ignoring case), in the order they finished.
+
+        Raises:
+            TypeError: *step* is not a str.
+
+        .. versionadded:: 0.3.0
+        """
+        given: object = step  # checked at run time: callers may not be typed
+        if not isinstance(given, str):
+            msg = f"trace_of() takes a step's name, a str; got {type(given).__name__}"
+            raise TypeError(msg)
+        folded = step.casefold()
+        return tuple(call for call in self.trace if call.step.casefold() == folded)
 
     @property
     def compensations(self) -> tuple[Call, ...]:

@@ -75,6 +75,7 @@ def start(run: RunState) -> tuple[Context[Any] | None, Loop | None]:
     if run.emit is not None:
         record.run_started(run)
     if run.deadline is not None or run.emit is not None or run.recorder is not None:
+        run.began = _clock_ns() / 1e9
         return ctx, execute(run, ctx)
     plan = run.plan
     run.stamps = stamps = [0] * plan.size

@@ -96,6 +96,7 @@ class RunState:
         pending: The fast path's ``(output, error)`` of the callback it stopped after.
         deadline: ``time.monotonic()`` at which the run's timeout expires.
         timeout: The run's timeout, in seconds.
+        began: ``time.perf_counter()`` when the run started (set when the general loop takes it).
         recorder: Where each outcome is recorded (a durable run's store).
         emit: Where the run's events go (listeners, logging), if anywhere.
         restored: Steps restored from a store instead of run, by case-folded name.
@@ -113,6 +114,7 @@ class RunState:
     fatal: ChoreographError | None = None
     deadline: float | None = None
     timeout: float | None = None
+    began = 0.0
     recorder: Recorder | None = None
     emit: Callable[[RunEvent], None] | None = None
     restored: Mapping[str, Restored] | None = None
@@ -160,11 +162,11 @@ def stamped(labels: tuple[tuple[str, Phase], ...], stamps: list[int], count: int
     """
     Trace entries of the first *count* callbacks, that the fast path ran: all ok, first attempt.
 
-    >>> stamped((("a", "job"), ("b", "job")), [0, 1_000_000_000, 3_000_000_000], 1)
-    [('a', 'job', 'ok', 1.0, 1, False)]
+    >>> stamped((("a", "job"), ("b", "job")), [0, 1_000_000_000, 3_000_000_000])
+    [('a', 'job', 'ok', 1.0, 1, False, 0.0), ('b', 'job', 'ok', 2.0, 1, False, 1.0)]
     """
     return [
-        (step, phase, "ok", (stamps[index + 1] - stamps[index]) / 1e9, 1, False)
+        (step, phase, "ok", (stamps[index + 1] - stamps[index]) / 1e9, 1, False, (stamps[index] - stamps[0]) / 1e9)
         for index, (step, phase) in enumerate(labels[: len(labels) if count is None else count])
     ]
 

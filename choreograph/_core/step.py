@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from dataclasses import KW_ONLY, dataclass
-from typing import TYPE_CHECKING, Generic, Never, overload
+from typing import TYPE_CHECKING, Any, Generic, Never, TypeAlias, overload
 
 from returns.io import IOResult
 from returns.result import Result
@@ -172,3 +172,93 @@ class Step(Generic[OutT_co]):
             compensate_failed: bool = False,
             timeout: float | None = None,
         ) -> None: ...
+
+
+#: What a branch of a `Parallel` is made of.
+Node: TypeAlias = "Step[Any] | Parallel"
+
+
+class Parallel:
+    """
+    A group of branches that run at the same time; the flow goes on when every branch ended.
+
+    Each branch is a `Step`, a `Parallel`, or a list of them run in order.
+    Plain callbacks of different branches run on threads (at most
+    *max_workers* at once, one per branch by default); ``async def``
+    callbacks run as concurrent tasks on the run's event loop. A fatal error
+    in a branch lets no further callback start in any branch; callbacks
+    already running finish and are recorded; the run's fatal error is the
+    first one. See the user guide's "Parallel groups" for the whole table.
+
+    Nothing is checked here but the shape: `Coordinator.add_step` inspects
+    the steps and raises `StepDefinitionError` for bad ones.
+
+    Args:
+        name: Unique within a coordinator among steps and groups, ignoring
+            case. A group has no DataBag entry.
+        branches: The branches, at least one.
+        max_workers: How many plain callbacks of this group may run at once
+            (``None``: one per branch).
+
+    Attributes:
+        name: As given.
+        branches: Each branch as a tuple of its nodes (`Step` or `Parallel`).
+        max_workers: As given.
+
+    >>> group = Parallel("checks", Step("credit", len), [Step("reserve", len), Step("quote", len)])
+    >>> [[node.name for node in branch] for branch in group.branches]
+    [['credit'], ['reserve', 'quote']]
+
+    .. versionadded:: 0.3.0
+    """
+
+    __slots__ = ("branches", "max_workers", "name")
+
+    name: str
+    branches: tuple[tuple[Node, ...], ...]
+    max_workers: int | None
+
+    def __init__(
+        self,
+        name: str,
+        *branches: Step[Any] | Parallel | list[Step[Any] | Parallel] | tuple[Step[Any] | Parallel, ...],
+        max_workers: int | None = None,
+    ) -> None:
+        shaped: list[tuple[Node, ...]] = []
+        for branch in branches:
+            given: object = branch  # checked at run time: callers may not be typed
+            nodes: tuple[Any, ...] = tuple(given) if isinstance(given, list | tuple) else (given,)
+            shaped.append(nodes)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "branches", tuple(shaped))
+        object.__setattr__(self, "max_workers", max_workers)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        msg = f"Parallel is frozen: cannot set {name!r}"
+        raise AttributeError(msg)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Parallel):
+            return NotImplemented
+        return (self.name, self.branches, self.max_workers) == (other.name, other.branches, other.max_workers)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.branches, self.max_workers))
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            repr(branch[0]) if len(branch) == 1 else f"[{', '.join(map(repr, branch))}]" for branch in self.branches
+        )
+        workers = "" if self.max_workers is None else f", max_workers={self.max_workers!r}"
+        return f"Parallel({self.name!r}, {shown}{workers})"
+
+    def steps(self) -> tuple[Step[Any], ...]:
+        """Every step of the group, depth first, in declaration order."""
+        found: list[Step[Any]] = []
+        for branch in self.branches:
+            for node in branch:
+                if isinstance(node, Parallel):
+                    found.extend(node.steps())
+                elif isinstance(node, Step):
+                    found.append(node)
+        return tuple(found)

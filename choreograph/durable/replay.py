@@ -88,10 +88,34 @@ class Resumption:
         self.compensated = frozenset(compensated)
         self.latest_ids = {where: event.id for where, event in latest.items()}
         self.restored: dict[str, RestoredStep] = {}
+        base = began(events)
         for folded, name in names.items():
             pre, job = latest.get((folded, "precheck")), latest.get((folded, "job"))
             if job is not None and completed(pre, job):
-                self.restored[folded] = _restored_step(name, pre, job, decoder)
+                self.restored[folded] = _restored_step(name, pre, job, decoder, base)
+
+
+def began(events: Sequence[Event]) -> float:
+    """
+    When the first of *events* started (seconds since the epoch): what a restored call's `Call.started` counts from.
+
+    >>> began([])
+    0.0
+    """
+    return min((event.at - event.seconds for event in events), default=0.0)
+
+
+def raw_call(event: Event, base: float) -> RawCall:
+    """The trace entry of a stored callback: restored, started *base* seconds after the stored run's first."""
+    return (
+        event.step,
+        event.phase,
+        event.outcome,
+        event.seconds,
+        event.attempts,
+        True,
+        event.at - event.seconds - base,
+    )
 
 
 def completed(pre: Event | None, job: Event) -> bool:
@@ -165,16 +189,16 @@ def _ended(event: Event) -> str:
     return f"its {event.phase} {event.outcome}{with_error}"
 
 
-def _restored_step(name: str, pre: Event | None, job: Event, decoder: Decoder) -> RestoredStep:
+def _restored_step(name: str, pre: Event | None, job: Event, decoder: Decoder, base: float) -> RestoredStep:
     step = RestoredStep()
     calls: list[RawCall] = []
     if pre is not None:
-        calls.append((name, "precheck", pre.outcome, pre.seconds, pre.attempts, True))
+        calls.append(raw_call(pre, base))
         if pre.output is not None:
             step.precheck_output = decoder.output(name, pre.output)
         if pre.error is not None:
             step.errors = (StepError(name, "precheck", decoder.error(pre.error)),)
-    calls.append((name, "job", job.outcome, job.seconds, job.attempts, True))
+    calls.append(raw_call(job, base))
     if job.outcome == "ok":
         step.job_ok = True
         if job.output is not None:
@@ -191,6 +215,7 @@ class Replay:
         self.errors: list[StepError] = []
         self.calls: list[RawCall] = []
         self.compensation_errors: list[StepError] = []
+        base = began(events)
         for event in events:
             if event.output is not None and event.phase != "compensate":
                 value = decoder.output(event.step, event.output)
@@ -198,7 +223,7 @@ class Replay:
             if event.error is not None:
                 error = StepError(event.step, event.phase, decoder.error(event.error))
                 (self.compensation_errors if event.phase == "compensate" else self.errors).append(error)
-            self.calls.append((event.step, event.phase, event.outcome, event.seconds, event.attempts, True))
+            self.calls.append(raw_call(event, base))
 
     @classmethod
     def latest(cls, events: Sequence[Event], decoder: Decoder) -> Replay:
