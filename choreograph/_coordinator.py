@@ -277,13 +277,13 @@ class Coordinator(Generic[InputT]):
 
         .. versionchanged:: 0.3.0 A `Parallel` group.
         """
-        names: dict[str, str] = {}
+        names: dict[str, tuple[str, str]] = {}
         node = self._group(step, names) if isinstance(step, Parallel) else self._node(step, names)
         with self._lock:
-            for folded, name in names.items():
+            for folded, (kind, name) in names.items():
                 taken = self._plan.taken.get(folded)
                 if taken is not None:
-                    raise StepDefinitionError(name, "step", self._taken(taken))
+                    raise StepDefinitionError(name, kind, self._taken(taken))
             self._plan = self._plan.add(node)
         return step
 
@@ -292,15 +292,15 @@ class Coordinator(Generic[InputT]):
         return f"the name is already taken by {what} {name!r} (names ignore case)"
 
     @staticmethod
-    def _claim(name: str, kind: str, names: dict[str, str]) -> None:
-        """Claim *name* among the names of what is being added."""
+    def _claim(name: str, kind: str, names: dict[str, tuple[str, str]]) -> None:
+        """Claim *name* for a *kind* (step or group) among the names of what is being added."""
         taken = names.get(name.casefold())
         if taken is not None:
-            problem = f"the name is already taken by {kind} {taken!r} in the same group (names ignore case)"
-            raise StepDefinitionError(name, "group" if kind == "group" else "step", problem)
-        names[name.casefold()] = name
+            problem = f"the name is already taken by {taken[0]} {taken[1]!r} in the same group (names ignore case)"
+            raise StepDefinitionError(name, kind, problem)
+        names[name.casefold()] = (kind, name)
 
-    def _group(self, group: Parallel, names: dict[str, str]) -> GroupNode:
+    def _group(self, group: Parallel, names: dict[str, tuple[str, str]]) -> GroupNode:
         """Inspect a group and everything in it."""
         name: object = group.name
         if not isinstance(name, str):
@@ -332,7 +332,7 @@ class Coordinator(Generic[InputT]):
             branches.append(Sequence(tuple(children)))
         return GroupNode(group, tuple(branches))
 
-    def _node(self, step: object, names: dict[str, str]) -> StepNode:
+    def _node(self, step: object, names: dict[str, tuple[str, str]]) -> StepNode:
         """Inspect a step's options and callbacks."""
         if not isinstance(step, Step):
             raise StepDefinitionError("", "step", f"expected a Step or a Parallel, got {type_name(step)}")

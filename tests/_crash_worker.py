@@ -1,10 +1,12 @@
 """
 A durable batch for tests/test_crash.py: run it, SIGKILL it, run it again.
 
-Usage: ``python tests/_crash_worker.py STORE_DB LEDGER_DB N_RECORDS``
+Usage: ``python tests/_crash_worker.py STORE_DB LEDGER_DB N_RECORDS [FLOW]``
 
 Runs records ``0 .. N_RECORDS - 1`` (key ``str(i)``) through four steps on a
-`SqliteStore` in STORE_DB, four threads at a time. Every job first commits a
+`SqliteStore` in STORE_DB, four threads at a time. FLOW is ``sequence`` (the
+default: the four steps in order) or ``group`` (reserve; then charge and
+ship in a `Parallel` group; then notify). Every job first commits a
 row ``(record_id, step, pid, at)`` to the ``ledger`` table of LEDGER_DB, a
 separate SQLite file, then sleeps a millisecond: a kill in that window leaves a
 ledger row whose step the store never saw finish, and so runs again on resume.
@@ -22,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from choreograph import Coordinator, SqliteStore, Step
+from choreograph import Coordinator, Parallel, SqliteStore, Step
 
 STEPS = ("reserve", "charge", "ship", "notify")
 WORKERS = 4
@@ -47,6 +49,7 @@ def connect_ledger(path: str) -> sqlite3.Connection:
 
 def main(argv: list[str]) -> int:
     store_path, ledger_path, count = argv[0], argv[1], int(argv[2])
+    shape = argv[3] if len(argv) > 3 else "sequence"
     setup = connect_ledger(ledger_path)
     setup.execute(LEDGER_SCHEMA)
     setup.close()
@@ -72,7 +75,11 @@ def main(argv: list[str]) -> int:
         return job
 
     store = SqliteStore(store_path, max_interruptions=1000)
-    coordinator: Coordinator[int] = Coordinator([Step(name, job_for(name)) for name in STEPS], store=store, key=str)
+    steps = {name: Step(name, job_for(name)) for name in STEPS}
+    flow: list[Step[None] | Parallel] = list(steps.values())
+    if shape == "group":
+        flow = [steps["reserve"], Parallel("checks", steps["charge"], steps["ship"]), steps["notify"]]
+    coordinator: Coordinator[int] = Coordinator(flow, store=store, key=str)
     results = list(coordinator.run_many(range(count), workers=WORKERS))
     failed = [r for r in results if not r.ok]
     for result in failed[:20]:

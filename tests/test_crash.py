@@ -2,12 +2,13 @@
 Durable runs survive SIGKILL: kill a batch again and again, then let it finish.
 
 tests/_crash_worker.py runs a batch of records through four steps on a
-`SqliteStore`; every job first commits a row to a separate ledger database (the
+`SqliteStore`, in sequence or with two of them in a `Parallel` group; every
+job first commits a row to a separate ledger database (the
 outside world's memory of what really ran). The worker is killed with SIGKILL
 at random moments, restarted each time, and finally left to finish. Then the
 ledger and the store must agree: nothing was lost, every record finished, and
 the only steps that ran twice are those a kill caught in flight (at most one
-per worker thread per kill), each re-run by a resumed session.
+per worker thread and branch per kill), each re-run by a resumed session.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "tests" / "_crash_worker.py"
 STEPS = ("reserve", "charge", "ship", "notify")  # as in the worker
 WORKERS = 4  # the worker's run_many(workers=...)
+#: Per flow of the worker: the (earlier, later) pairs of steps whose order holds,
+#: and how many of a run's callbacks can be in flight at once.
+FLOWS = {
+    "sequence": (list(itertools.pairwise(STEPS)), 1),
+    "group": ([("reserve", "charge"), ("reserve", "ship"), ("charge", "notify"), ("ship", "notify")], 2),
+}
 # A worker is killed once it has committed a random number (ROWS_BEFORE_KILL) of
 # ledger rows of its own: counted, not timed, so a loaded machine can't let a
 # worker finish the batch before its kill. The 10 kills leave at most 8000 rows,
@@ -77,8 +84,9 @@ def _log(path: Path) -> str:
 class _Batch:
     """Starts the worker on one store and ledger, and remembers every process it started."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, flow: str) -> None:
         self.tmp_path = tmp_path
+        self.flow = flow
         self.store = tmp_path / "store.db"
         self.ledger = tmp_path / "ledger.db"
         self.env = _env()
@@ -88,7 +96,7 @@ class _Batch:
         log = self.tmp_path / f"worker-{n}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, str(WORKER), str(self.store), str(self.ledger), str(RECORDS)],
+                [sys.executable, str(WORKER), str(self.store), str(self.ledger), str(RECORDS), self.flow],
                 cwd=ROOT,
                 env=self.env,
                 stdout=out,
@@ -166,14 +174,14 @@ def _read_runs(ledger: Path, processes: set[int]) -> dict[tuple[int, str], list[
     return runs
 
 
-def _check_order(runs: dict[tuple[int, str], list[tuple[int, int]]]) -> None:
-    """No process ran a step twice; per record, a step never re-ran once the next one started."""
+def _check_order(runs: dict[tuple[int, str], list[tuple[int, int]]], pairs: list[tuple[str, str]]) -> None:
+    """No process ran a step twice; per record, a step never re-ran once a step after it started."""
     twice = {pair: execs for pair, execs in runs.items() if len({pid for _, pid in execs}) < len(execs)}
     assert not twice, f"steps run twice by one process: {list(twice.items())[:10]}"
     out_of_order = [
         (i, earlier, later)
         for i in range(RECORDS)
-        for earlier, later in itertools.pairwise(STEPS)
+        for earlier, later in pairs
         if max(row_id for row_id, _ in runs[i, earlier]) > min(row_id for row_id, _ in runs[i, later])
     ]
     assert not out_of_order, f"a step re-ran after the next one started: {out_of_order[:10]}"
@@ -184,17 +192,19 @@ def _check_duplicates(
     killed: list[int],
     infos: dict[str, RunInfo],
     events: dict[str, list[Event]],
+    width: int,
 ) -> int:
     """Only steps a kill caught in flight ran again, each by a resumed session; return the re-runs."""
     extra = sum(len(execs) - 1 for execs in duplicated.values())
     too_many = {pair: len(execs) for pair, execs in duplicated.items() if len(execs) > 1 + len(killed)}
     assert not too_many, f"steps run more often than there were kills: {too_many}"
-    assert extra <= len(killed) * WORKERS, f"{extra} re-executions for {len(killed)} kills of {WORKERS} threads"
+    in_flight = WORKERS * width  # callbacks a kill can catch: each thread's run, each of its branches
+    assert extra <= len(killed) * in_flight, f"{extra} re-executions for {len(killed)} kills of {in_flight} callbacks"
     # Only the last execution of a step counted; the others were caught in flight
     # by a kill: at most one per thread of each killed process.
     superseded = Counter(pid for execs in duplicated.values() for _, pid in sorted(execs)[:-1])
     assert set(superseded) <= set(killed), f"superseded executions by a process not killed: {superseded}"
-    assert max(superseded.values(), default=0) <= WORKERS, f"more re-runs than threads for a kill: {superseded}"
+    assert max(superseded.values(), default=0) <= in_flight, f"more re-runs than callbacks in flight: {superseded}"
     not_resumed = {}
     for record, step in duplicated:
         evs, info = events[str(record)], infos[str(record)]
@@ -205,11 +215,13 @@ def _check_duplicates(
     return extra
 
 
-def test_durable_batch_survives_repeated_sigkill(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flow", sorted(FLOWS))
+def test_durable_batch_survives_repeated_sigkill(tmp_path: Path, flow: str) -> None:
     if not hasattr(signal, "SIGKILL"):
         pytest.skip("this platform has no SIGKILL")
+    pairs, width = FLOWS[flow]
     rng = random.Random(1234)
-    batch = _Batch(tmp_path)
+    batch = _Batch(tmp_path, flow)
     began = time.monotonic()
     try:
         killed = [batch.kill_at_work(n, rng) for n in range(KILLS)]
@@ -220,15 +232,15 @@ def test_durable_batch_survives_repeated_sigkill(tmp_path: Path) -> None:
 
     infos, events = _check_store(batch.store)
     runs = _read_runs(batch.ledger, {*killed, last})
-    _check_order(runs)
+    _check_order(runs, pairs)
     duplicated = {pair: execs for pair, execs in runs.items() if len(execs) > 1}
-    extra = _check_duplicates(duplicated, killed, infos, events)
+    extra = _check_duplicates(duplicated, killed, infos, events, width)
     assert len(runs) - len(duplicated) >= 0.99 * len(runs), f"{len(duplicated)} of {len(runs)} steps re-ran"
     resumed = sum(1 for info in infos.values() if info.sessions > 1)
     assert resumed >= 1, "no kill caught a run in progress: the test did not exercise resuming"
 
     print(  # noqa: T201 - the numbers, visible with -s
-        f"\ncrash test: kills={len(killed)} records={RECORDS} steps={len(runs)}"
+        f"\ncrash test ({flow}): kills={len(killed)} records={RECORDS} steps={len(runs)}"
         f" ledger_rows={sum(map(len, runs.values()))} duplicated_steps={len(duplicated)}"
         f" duplicate_executions={extra} resumed_keys={resumed} elapsed={elapsed:.1f}s"
     )
