@@ -28,7 +28,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
+from queue import Empty, SimpleQueue
 from typing import Any, Final
 
 _monotonic: Final = time.monotonic
@@ -141,20 +142,53 @@ class Expired(BaseException):
         self.by_run = by_run
 
 
-#: The threads plain callbacks of branches run on, and the process that made them (see `branch_pool`).
-_pool: tuple[int, ThreadPoolExecutor] | None = None
+class BranchPool:
+    """
+    The threads plain callbacks of branches run on: shared by every run of the process.
+
+    An idle thread takes the next attempt, and a new one starts when none is
+    idle (a group's own ``max_workers`` bounds its callbacks, not the pool),
+    so that a callback waiting for another run's branches never waits for a
+    thread. Each attempt hands its result to a *reply* callable, in the
+    worker thread: a queue's ``put`` for the thread driver, a
+    ``call_soon_threadsafe`` for the async one. Cheaper than a
+    ``ThreadPoolExecutor`` and its futures, which matters for short callbacks.
+    Its threads are daemons, as a batch's are (see `ThreadExecutor`).
+    """
+
+    def __init__(self) -> None:
+        self._work: SimpleQueue[tuple[Callable[[], object], Callable[[object], object]]] = SimpleQueue()
+        self._idle = 0
+        self._lock = threading.Lock()
+        self._threads = itertools.count()
+
+    def submit(self, call: Callable[[], object], reply: Callable[[object], object]) -> None:
+        """Make *call* on a worker thread, then pass *reply* what it returned (*call* must not raise)."""
+        with self._lock:
+            start = not self._idle
+            if not start:
+                self._idle -= 1
+        if start:
+            name = f"choreograph-branch-{next(self._threads)}"
+            threading.Thread(target=self._serve, name=name, daemon=True).start()
+        self._work.put((call, reply))
+
+    def _serve(self) -> None:
+        work, lock = self._work, self._lock
+        while True:
+            call, reply = work.get()
+            reply(call())
+            with lock:
+                self._idle += 1
+
+
+#: The pool, and the process that made it (see `branch_pool`).
+_pool: tuple[int, BranchPool] | None = None
 _pool_lock: Final = threading.Lock()
 
 
-def branch_pool() -> ThreadPoolExecutor:
-    """
-    The threads plain callbacks of branches run on: made when first needed, shared by every run.
-
-    An idle thread is reused, and a new one started when none is idle (a
-    group's own ``max_workers`` bounds its callbacks, not the pool), so that
-    a callback waiting for another run's branches never waits for a thread.
-    A child process made by ``fork`` gets a pool of its own.
-    """
+def branch_pool() -> BranchPool:
+    """The process's `BranchPool`, made when first needed; a child process made by ``fork`` gets one of its own."""
     global _pool  # noqa: PLW0603 - one pool per process
     held = _pool
     pid = os.getpid()
@@ -162,8 +196,36 @@ def branch_pool() -> ThreadPoolExecutor:
         with _pool_lock:
             held = _pool
             if held is None or held[0] != pid:
-                held = _pool = (pid, ThreadPoolExecutor(1 << 16, thread_name_prefix="choreograph-branch"))
+                held = _pool = (pid, BranchPool())
     return held[1]
+
+
+class _Raised:
+    """What an attempt on a worker thread gives when a `BaseException` (an interrupt) went through it."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _guarded(call: Callable[[], object]) -> Callable[[], object]:
+    """*call*, giving a `_Raised` instead of raising: a worker thread must live on."""
+
+    def guarded() -> object:
+        try:
+            return call()
+        except BaseException as error:  # noqa: BLE001 - handed to the driver, which raises it
+            return _Raised(error)
+
+    return guarded
+
+
+def _outcome(value: object) -> object:
+    """What a worker gave, or raise what went through it."""
+    if isinstance(value, _Raised):
+        raise value.error
+    return value
 
 
 def drive(loop: Loop) -> Any:
@@ -208,14 +270,15 @@ class _Branches:
 
     Each `Offload` goes to the branch pool when its group has a free slot,
     each `Sleep` to a timer, each nested `Gather` adds its branches, which
-    its loop then waits for.
+    its loop then waits for. Attempts report to one queue.
     """
 
     def __init__(self) -> None:
         self.pool = branch_pool()
         self.ready: deque[tuple[Loop, object]] = deque()
         self.joins: dict[Loop, _Join] = {}
-        self.running: dict[Future[object], tuple[Loop, Slots]] = {}
+        self.done: SimpleQueue[tuple[Loop, Slots, object]] = SimpleQueue()
+        self.running = 0
         self.timers: list[tuple[float, int, Loop]] = []
         self.order = itertools.count()
 
@@ -235,7 +298,9 @@ class _Branches:
             slots.queue.append((request, branch))
             return
         slots.busy += 1
-        self.running[self.pool.submit(request.call)] = (branch, slots)
+        self.running += 1
+        put = self.done.put
+        self.pool.submit(_guarded(request.call), lambda value: put((branch, slots, value)))
 
     def step(self, branch: Loop, value: object) -> None:
         """Send *branch* what it waited for, and take its next request."""
@@ -257,22 +322,28 @@ class _Branches:
 
     def wait(self) -> None:
         """Wait for an attempt to end or a timer to expire, and make ready the branches waiting for them."""
-        running, timers = self.running, self.timers
+        timers = self.timers
         timeout = None if not timers else max(0.0, timers[0][0] - _monotonic())
-        if running:
-            done, _ = wait(running, timeout, return_when=FIRST_COMPLETED)
+        if self.running:
+            try:
+                self.finished(*self.done.get(timeout=timeout))
+                while not self.done.empty():  # take every attempt that ended meanwhile
+                    self.finished(*self.done.get())
+            except Empty:
+                pass
         else:
-            done = set()
             time.sleep(timeout or 0.0)
-        for future in done:
-            branch, slots = running.pop(future)
-            slots.busy -= 1
-            if slots.queue:
-                self.submit(*slots.queue.popleft())
-            self.ready.append((branch, future.result()))  # a BaseException of the callback's goes through
         now = _monotonic()
         while timers and timers[0][0] <= now:
             self.ready.append((heapq.heappop(timers)[2], None))
+
+    def finished(self, branch: Loop, slots: Slots, value: object) -> None:
+        """An attempt ended: free its slot (starting one queued for it), and make its branch ready."""
+        self.running -= 1
+        slots.busy -= 1
+        if slots.queue:
+            self.submit(*slots.queue.popleft())
+        self.ready.append((branch, _outcome(value)))  # an interrupt of the callback's goes through
 
     def run(self, branches: tuple[Loop, ...]) -> None:
         """Run *branches* side by side until every one ended."""
@@ -305,7 +376,15 @@ async def _gather(branches: tuple[Loop, ...]) -> None:
 async def _offload(request: Offload) -> object:
     """Make a plain callback's attempt on the branch pool, once its group has a free slot (the async driver)."""
     async with request.slots.semaphore():
-        return await asyncio.get_running_loop().run_in_executor(branch_pool(), request.call)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[object] = loop.create_future()
+        branch_pool().submit(_guarded(request.call), lambda value: loop.call_soon_threadsafe(_settle, future, value))
+        return _outcome(await future)
+
+
+def _settle(future: asyncio.Future[object], value: object) -> None:
+    if not future.cancelled():
+        future.set_result(value)
 
 
 _START: Final = object()
