@@ -1,6 +1,7 @@
 """Durable runs of flows with parallel groups: what is recorded, how a resumed run restores each branch; every store."""
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -140,3 +141,38 @@ def test_branch_contexts_in_a_durable_run_see_their_own_step(store: Store) -> No
     flow = Coordinator([Parallel("g", Step("x", who), Step("y", who))], store=store, key=str)
     result = flow.run(5)
     assert dict(result.data_bag.job_data) == {"x": "x:5", "y": "y:5"}
+
+
+def test_restored_branch_steps_are_compensated_in_reverse_order_of_their_first_completion(store: Store) -> None:
+    calls = Calls()
+    undone: list[str] = []
+
+    def x1(ctx: Context[Any]) -> str:  # finishes after y1, though its branch comes first
+        for _ in range(int(WAIT / 0.001)):
+            if any(e.step == "y1" for e in store.events(str(ctx.key))):
+                return "X1"
+            time.sleep(0.001)
+        raise AssertionError("y1 never finished")
+
+    flow = Coordinator(
+        [
+            Step("a", calls.job("a"), compensate=lambda: undone.append("a")),
+            Parallel(
+                "g",
+                Step("x1", x1, compensate=lambda: undone.append("x1")),
+                Step("y1", calls.job("y1"), compensate=lambda: undone.append("y1")),
+            ),
+            Step("book", calls.job("book")),
+        ],
+        store=store,
+        key=str,
+    )
+    calls.interrupt.add("book")
+    with pytest.raises(KeyboardInterrupt):
+        flow.run(9)
+    calls.interrupt.clear()
+    calls.fail.add("book")
+    result = flow.run(9)
+    assert isinstance(result.fatal, JobFailed)
+    assert {c.step for c in result.trace if c.restored} == {"a", "x1", "y1"}
+    assert undone == ["x1", "y1", "a"]

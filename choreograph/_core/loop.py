@@ -217,8 +217,12 @@ def restore(run: RunState, st: StepNode, restored: Restored) -> None:
         run.job_data[st.key] = restored.job_output
     run.errors.extend(restored.errors)
     run.calls.extend(restored.calls)  # type: ignore[union-attr]  # execute made the list
-    if restored.job_ok:
-        run.completed.append(st)
+    if restored.job_ok:  # among the steps restored before it, where its job ended then
+        completed, others = run.completed, run.restored or {}
+        at = len(completed)
+        while at and (earlier := others.get(completed[at - 1].key)) is not None and earlier.order > restored.order:
+            at -= 1
+        completed.insert(at, st)
 
 
 def compensate(run: RunState, ctx: Context[Any] | None) -> Loop:

@@ -65,6 +65,9 @@ class Restored(Protocol):
     job_output: object
     errors: tuple[StepError, ...]
     job_ok: bool
+    #: Where the step's job ended among the stored run's callbacks (its event's id): restored steps
+    #: are compensated in that order, reversed, whatever order the branches restore them in.
+    order: int
 
 
 class _Nothing:

@@ -51,9 +51,10 @@ class Decoder:
 class RestoredStep:
     """A step that completed in an earlier session: what the run gets back (see `Restored`)."""
 
-    __slots__ = ("calls", "errors", "job_ok", "job_output", "precheck_output")
+    __slots__ = ("calls", "errors", "job_ok", "job_output", "order", "precheck_output")
 
     def __init__(self) -> None:
+        self.order = 0
         self.calls: tuple[RawCall, ...] = ()
         self.precheck_output: object = NOTHING
         self.job_output: object = NOTHING
@@ -199,6 +200,7 @@ def _restored_step(name: str, pre: Event | None, job: Event, decoder: Decoder, b
         if pre.error is not None:
             step.errors = (StepError(name, "precheck", decoder.error(pre.error)),)
     calls.append(raw_call(job, base))
+    step.order = job.id
     if job.outcome == "ok":
         step.job_ok = True
         if job.output is not None:
