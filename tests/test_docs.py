@@ -33,6 +33,7 @@ EXAMPLES = {
     "docs/guide/durable.md": 2,
     "docs/architecture.md": 1,
     "docs/guide/listeners.md": 1,
+    "docs/guide/pictures.md": 2,
 }
 
 FENCE = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
