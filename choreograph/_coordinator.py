@@ -760,6 +760,33 @@ class Coordinator(Generic[InputT]):
     ) -> Generator[RunResult[InputT], None, None]:
         yield from executor.map(job, inputs, ordered=ordered)
 
+    def graph(self, kind: str = "mermaid") -> str:
+        """
+        Draw the flow: a Mermaid flowchart, or the same picture as Graphviz DOT.
+
+        A start and an end; each step a box with its name, its retries and
+        timeout in small; a precheck a diamond before its step, whose
+        ``skip`` edge goes around the job; a compensation a dashed ``undo``
+        edge to a node of its own; a `Parallel` group a box (a Mermaid
+        ``subgraph``, a DOT ``cluster``) holding a fork, its branches side
+        by side and a join, nested groups nested. Any step name is safe:
+        node ids are made up, and names are escaped in labels.
+
+        Args:
+            kind: ``"mermaid"`` (a ``flowchart TD``) or ``"dot"`` (a ``digraph``).
+
+        Returns:
+            The picture's text, ending with a newline.
+
+        Raises:
+            ValueError: *kind* is not one of them (the message names them).
+
+        .. versionadded:: 0.3.0
+        """
+        from ._pictures import draw  # noqa: PLC0415 - imported when a flow is first drawn
+
+        return draw(self.flow, kind)
+
     def __contains__(self, name: object) -> bool:
         """Tell whether a step of this name (in any case) was added."""
         return isinstance(name, str) and name.casefold() in self._plan.names

@@ -2,6 +2,7 @@
 
 import dataclasses
 import fcntl
+import importlib
 import io
 import json
 import os
@@ -649,6 +650,53 @@ def test_rerun_from_a_step(batch: Cli):
     assert unknown.returncode == 2
 
 
+# -- graph -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "kind"), [([], "mermaid"), (["--format", "mermaid"], "mermaid"), (["--format", "dot"], "dot")]
+)
+def test_graph_prints_the_flow(here: Path, options: list[str], kind: str):
+    """`graph TARGET` prints `coordinator.graph()` on standard output: Mermaid by default, DOT with --format dot."""
+    from click.testing import CliRunner
+
+    from choreograph.cli._commands import cli as command
+
+    flows = importlib.import_module("cli_flows")
+    done = CliRunner().invoke(command, ["graph", "cli_flows:orders", *options])
+    assert done.exit_code == 0, done.output
+    assert done.stdout == flows.orders.graph(kind)
+    assert done.stdout.startswith("flowchart TD\n" if kind == "mermaid" else 'digraph "flow" {\n')
+    assert '["charge"]' in done.stdout or '"s2_charge" [label="charge"' in done.stdout
+
+
+def test_graph_mistakes_are_usage_errors(here: Path):
+    """A TARGET that is not a coordinator, or another format: status 2, one line."""
+    from click.testing import CliRunner
+
+    from choreograph.cli._commands import cli as command
+
+    for args, message in [
+        (["graph", "cli_flows:not_a_flow"], "is a int, not a choreograph Coordinator"),
+        (["graph", "cli_flows:orders", "--format", "svg"], "'svg' is not one of 'mermaid', 'dot'"),
+        (["graph"], "Missing argument 'TARGET'"),
+    ]:
+        done = CliRunner().invoke(command, args)
+        assert done.exit_code == 2, args
+        assert message in done.output
+        assert done.stdout == ""
+        assert "Traceback" not in done.output
+
+
+def test_graph_in_a_subprocess(cli: Cli):
+    """`python -m choreograph graph` prints the picture and exits 0."""
+    done = cli("graph", "cli_flows:orders", "--format", "dot")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith('digraph "flow" {')
+    assert done.stdout.endswith("}\n")
+    assert done.stderr == ""
+
+
 # -- mistakes: one line, status 2 ----------------------------------------------------------
 
 
@@ -723,7 +771,7 @@ def test_help_and_version(cli: Cli):
     )
     assert done.returncode == 0
     commands = re.findall(r"^  (\w+)  ", done.stdout.split("Commands:")[1], re.MULTILINE)
-    assert commands == ["run", "runs", "show", "resume", "rerun", "store"]
+    assert commands == ["run", "runs", "show", "resume", "rerun", "graph", "store"]
     assert cli("--version").stdout.startswith("choreograph ")
     bare = cli()
     assert bare.returncode == 2
