@@ -448,7 +448,7 @@ def test_drawing_a_flow_runs_nothing():
 
 def test_the_dot_parses_with_graphviz_grammar():
     """pydot (Graphviz's DOT grammar) reads every picture back, nasty names and nesting included."""
-    import pydot  # noqa: PLC0415 - a test tool
+    import pydot
 
     steps = [Step(name, validate, is_new, compensate=release_stock) for name in NASTY]
     for flow in (orders(), Coordinator([Parallel("p", *steps[:3], [Parallel("q", *steps[3:6])]), *steps[6:]])):
