@@ -180,6 +180,38 @@ def lines(path: Path) -> list[dict[str, Any]]:
 # -- run -------------------------------------------------------------------------
 
 
+SPEC_TOML = """\
+choreograph = 1
+input = "cli_flows:Order"
+
+[[steps]]
+step = "validate"
+job = "cli_flows:validate"
+
+[[steps]]
+parallel = "after"
+branches = [
+  [{step = "charge", job = "cli_flows:charge"}],
+  [{step = "notify", job = "cli_flows:notify", precheck = "cli_flows:only_express"}],
+]
+"""
+
+
+def test_a_spec_file_is_a_target(cli: Cli):
+    """A TOML spec as TARGET: its input type converts the records, its group runs, `graph` draws it."""
+    cli.write("orders.csv", ORDERS_CSV)
+    cli.write("flow.toml", SPEC_TOML)
+    done = cli("run", "flow.toml", "orders.csv", "--store", "runs.db", "--key", "id", "--output", "-")
+    assert done.returncode == 1, done.stderr
+    by_key = {line["key"]: line for line in map(json.loads, done.stdout.splitlines())}
+    assert by_key["A-1"]["outputs"] == {"validate": "10.50", "charge": "charged 10.50", "notify": "sent"}
+    assert by_key["A-2"]["failed_step"] == "charge"
+    assert summary(done.stderr)["skipped steps"] == 1
+    drawn = cli("graph", "flow.toml")
+    assert drawn.returncode == 0, drawn.stderr
+    assert 'subgraph g2_after["after"]' in drawn.stdout
+
+
 def test_run_a_batch_with_good_and_failing_records(cli: Cli):
     """A CSV batch: each record converted to the flow's dataclass, the summary, JSON lines, exit 1 for failures."""
     cli.write("orders.csv", ORDERS_CSV)
@@ -710,7 +742,11 @@ def test_graph_in_a_subprocess(cli: Cli):
         (["run", "cli_flows:missing", "x.csv"], "cli_flows has no attribute 'missing'"),
         (["run", "cli_flows:not_a_flow", "x.csv"], "TARGET 'cli_flows:not_a_flow' is a int, not a choreograph"),
         (["run", "cli_flows", "x.csv"], "TARGET must be module:attribute"),
-        (["run", "flows/orders.toml", "x.csv"], "flow spec files are not supported yet"),
+        (["run", "flows/orders.toml", "x.csv"], "TARGET 'flows/orders.toml': no such spec file"),
+        (
+            ["graph", "bad_spec.toml"],
+            "bad_spec.toml': SpecError: steps[0].job: module 'cli_flows' has no attribute 'nope'",
+        ),
         (["run", "cli_flows:orders", "x.csv"], "cannot read INPUT 'x.csv'"),
         (["run", "cli_flows:orders", "."], "INPUT '.' is a folder"),
         (["run", "cli_flows:orders", "bad.json"], "INPUT 'bad.json' is not JSON"),
@@ -744,6 +780,9 @@ def test_mistakes_are_one_line_and_status_2(
     (here / "plain.txt").write_text("hello\n", encoding="utf-8")
     (here / "ok.csv").write_text("id,amount\nA,1\n", encoding="utf-8")
     (here / "latin.csv").write_bytes("id,amount\n\xe9,1\n".encode("latin-1"))
+    (here / "bad_spec.toml").write_text(
+        'choreograph = 1\n[[steps]]\nstep = "a"\njob = "cli_flows:nope"\n', encoding="utf-8"
+    )
 
     assert run_command(args) == 2
     err = capsys.readouterr().err
