@@ -144,11 +144,20 @@ def main() -> int:
     if from_spec.to_spec() != in_code.to_spec():
         raise SystemExit(f"{SPEC.name} and build() describe different flows")
     print(f"{SPEC.name} and build() describe the same flow: {[step.name for step in in_code.steps]}")
+    print("== the flow, as a Mermaid flowchart (paste it into https://mermaid.live)")
+    print(in_code.graph())
+    failed: RunResult[Order] | None = None
     for title, flow in (("built in code", in_code), (f"loaded from {SPEC.name}", from_spec)):
         print(f"== {title}")
         for order in ORDERS:
             books = Shop.opened()
-            report(order, flow.run(order, values={"shop": books}), books)
+            result = flow.run(order, values={"shop": books})
+            report(order, result, books)
+            if failed is None and not result.ok:
+                failed = result
+    if failed is not None:
+        print(f"== the timeline of order {failed.input.id}, which failed, as a Mermaid gantt chart")
+        print(failed.timeline())
     return 0
 
 
