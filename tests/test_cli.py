@@ -210,6 +210,14 @@ def test_a_spec_file_is_a_target(cli: Cli):
     drawn = cli("graph", "flow.toml")
     assert drawn.returncode == 0, drawn.stderr
     assert 'subgraph g2_after["after"]' in drawn.stdout
+    shown = cli("show", "--store", "runs.db", "A-1", "--json")
+    timeline = json.loads(shown.stdout)["timeline"]
+    assert [(c["step"], c["outcome"]) for c in timeline][0] == ("validate", "ok")
+    assert sorted(c["step"] for c in timeline) == ["charge", "notify", "notify", "validate"]  # precheck and job
+    assert all(c["started"] >= 0 and c["seconds"] >= 0 for c in timeline)
+    text = cli("show", "--store", "runs.db", "A-1").stdout
+    assert "timeline (generation 1;" in text
+    assert len(re.findall(r"^  (validate|charge|notify) .*\|[ \u2588]{40}\|$", text, re.MULTILINE)) == 4
 
 
 def test_run_a_batch_with_good_and_failing_records(cli: Cli):

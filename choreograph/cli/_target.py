@@ -51,7 +51,7 @@ def load_target(target: str) -> Coordinator[Any]:
 
 
 def _load_spec(target: str) -> Coordinator[Any]:
-    """Load a flow spec file (`Coordinator.from_spec`); the modules it names are imported with the current folder first."""
+    """Load a flow spec file (`Coordinator.from_spec`), importing what it names with the current folder first."""
     path = Path(target)
     if not path.is_file():
         raise click.UsageError(f"TARGET {target!r}: no such spec file")
