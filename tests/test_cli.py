@@ -212,7 +212,7 @@ def test_a_spec_file_is_a_target(cli: Cli):
     assert 'subgraph g2_after["after"]' in drawn.stdout
     shown = cli("show", "--store", "runs.db", "A-1", "--json")
     timeline = json.loads(shown.stdout)["timeline"]
-    assert [(c["step"], c["outcome"]) for c in timeline][0] == ("validate", "ok")
+    assert (timeline[0]["step"], timeline[0]["outcome"]) == ("validate", "ok")
     assert sorted(c["step"] for c in timeline) == ["charge", "notify", "notify", "validate"]  # precheck and job
     assert all(c["started"] >= 0 and c["seconds"] >= 0 for c in timeline)
     text = cli("show", "--store", "runs.db", "A-1").stdout
