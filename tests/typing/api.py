@@ -155,3 +155,13 @@ def parallel_groups() -> None:
     assert_type(result.trace[0].started, float)
     Parallel("bad", 3)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     Parallel("bad", Step("x", credit), max_workers="2")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+
+
+def flows_as_data_and_pictures() -> None:
+    flow = Coordinator.from_spec("flows/orders.toml")
+    typed: Coordinator[Rec] = Coordinator.from_spec({"choreograph": 1, "steps": []})
+    assert_type(flow.to_spec(), dict[str, object])
+    assert_type(typed.graph(), str)
+    assert_type(typed.graph("dot"), str)
+    assert_type(typed.run(Rec(1)).timeline(), str)
+    Coordinator.from_spec(42)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
