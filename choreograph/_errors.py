@@ -60,7 +60,9 @@ class _OSErrorFields(ChoreographError, OSError):
         self.errno = self.strerror = self.filename = self.filename2 = None
 
     def __reduce__(self) -> tuple[Any, ...]:
+        # pragma: no mutate start - OSError keeps these in its C struct, never in __dict__
         state = {k: v for k, v in self.__dict__.items() if k not in ("errno", "strerror", "filename", "filename2")}
+        # pragma: no mutate end
         return (type(self), self.args, state)
 
 
@@ -217,7 +219,7 @@ class RunCancelled(_OSErrorFields, TimeoutError):
     """
 
     def __init__(self, timeout: float, step: str) -> None:
-        super().__init__(timeout, step)
+        super().__init__(timeout, step)  # pragma: no mutate - _keep() sets args and the OSError fields again
         self._keep(timeout, step)
         self.timeout, self.step = timeout, step
 
@@ -292,7 +294,7 @@ class CallbackTimeout(_OSErrorFields, TimeoutError):
     """
 
     def __init__(self, step: str, phase: Phase, timeout: float) -> None:
-        super().__init__(step, phase, timeout)
+        super().__init__(step, phase, timeout)  # pragma: no mutate - _keep() sets args and the OSError fields again
         self._keep(step, phase, timeout)
         self.step, self.phase, self.timeout = step, phase, timeout
 
@@ -314,7 +316,7 @@ class StoreError(_OSErrorFields):
     """
 
     def __init__(self, path: str, problem: str) -> None:
-        super().__init__(path, problem)
+        super().__init__(path, problem)  # pragma: no mutate - _keep() sets args and the OSError fields again
         self._keep(path, problem)
         self.path, self.problem = path, problem
 

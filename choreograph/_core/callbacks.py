@@ -128,7 +128,7 @@ def hint_name(hint: object) -> str:
     """
     if hint is None or hint is NoneType:
         return "None"
-    if isinstance(hint, type) and not get_args(hint):
+    if isinstance(hint, type) and not get_args(hint):  # pragma: no mutate - a class has no type arguments (3.11+)
         if hint.__module__ == "builtins":
             return hint.__qualname__
         return f"{hint.__module__}.{hint.__qualname__}"
@@ -149,9 +149,9 @@ def _globals_of(fn: object) -> dict[str, Any]:
         module = sys.modules.get(target.__module__)
         return vars(module) if module is not None else {}
     target = getattr(target, "__func__", target)
-    if not inspect.isfunction(target) and not inspect.isbuiltin(target):
+    if not inspect.isfunction(target) and not inspect.isbuiltin(target):  # pragma: no mutate - builtins: no __globals__
         target = type(target).__call__ if callable(target) else target
-        target = getattr(target, "__func__", target)
+        target = getattr(target, "__func__", target)  # pragma: no mutate - a method forwards __globals__ to __func__
     return getattr(target, "__globals__", {})
 
 
@@ -164,7 +164,7 @@ def _signature(step: str, role: Role, fn: Callable[..., object], made: type | No
     except (ValueError, TypeError) as exc:
         raise StepDefinitionError(step, role, f"cannot read its signature ({exc})") from exc
     if made is not None:  # it returns an instance, whatever `__init__` or `__new__` say
-        raw = raw.replace(return_annotation=made)
+        raw = raw.replace(return_annotation=made)  # pragma: no mutate - replaced again below
     try:
         sig = inspect.signature(fn, eval_str=True)
     except Exception:  # noqa: BLE001 - resolve one annotation at a time, to name the culprit
@@ -203,11 +203,11 @@ def _compile_check(step: str, role: Role, what: str, hint: object) -> _Checker |
     if hint is Any or hint is object or hint is inspect.Parameter.empty:
         return None
     if hint is None:
-        hint = NoneType
+        hint = NoneType  # pragma: no mutate - beartype reads None as NoneType
     if (
         isinstance(hint, type)
-        and not get_args(hint)
-        and not getattr(hint, "_is_protocol", False)
+        and not get_args(hint)  # pragma: no mutate - `hint` is a class: no type arguments (3.11+)
+        and not getattr(hint, "_is_protocol", False)  # pragma: no mutate - not None is not False
         and not typing.is_typeddict(hint)
     ):
         # Bound through the metaclass: `hint.__instancecheck__` would be unbound for `type` itself.
@@ -225,7 +225,9 @@ def _compile_check(step: str, role: Role, what: str, hint: object) -> _Checker |
 def _plain_class(check: _Checker | None) -> type | None:
     """The class whose ``__instancecheck__`` *check* is, if it is one."""
     owner = getattr(check, "__self__", None)
+    # pragma: no mutate start - only a bound __instancecheck__ has a class as __self__
     return owner if isinstance(owner, type) and getattr(check, "__name__", "") == "__instancecheck__" else None
+    # pragma: no mutate end
 
 
 def _output_hint(hint: object) -> object:
@@ -332,7 +334,7 @@ def compile_callback(
     sig = _signature(step, role, fn, made)
     context_param, input_param = _parameters(step, role, sig)
     takes_context = context_param is not None
-    if context_param is not None and is_known(input_type):
+    if context_param is not None and is_known(input_type):  # pragma: no mutate - accepts() takes unknown inputs
         _check_context(step, role, context_param, input_type)
     input_hint = input_param.annotation if input_param is not None else inspect.Parameter.empty
     for name, hint in [("input", input_hint), ("return", sig.return_annotation)]:
@@ -341,8 +343,10 @@ def compile_callback(
 
     ret = sig.return_annotation
     has_output = ret is not None and ret is not NoneType
-    out_hint = _output_hint(ret) if has_output else Any
+    out_hint = _output_hint(ret) if has_output else Any  # pragma: no mutate - an output-less callback is never checked
+    # pragma: no mutate start - _compile_check(..., Parameter.empty) is None too
     check_input = _compile_check(step, role, "input", input_hint) if input_param is not None else None
+    # pragma: no mutate end
     check_output = _never if out_hint in _NEVER else _compile_check(step, role, "return", out_hint)
     return Callback(
         fn=fn,

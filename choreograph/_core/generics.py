@@ -48,8 +48,10 @@ class InputAlias(_GenericAlias, _root=True):  # type: ignore[misc,call-arg]
 
 def subscript(alias: object, kind: type) -> Any:
     """Give *alias* (what ``Generic.__class_getitem__`` returned) the class *kind*, and return it."""
+    # pragma: no mutate start - Generic.__class_getitem__ returns a typing alias; setting its class again is a no-op
     if isinstance(alias, _GenericAlias) and type(alias) is not kind:
         alias.__class__ = kind
+    # pragma: no mutate end
     return alias
 
 
@@ -67,7 +69,7 @@ def declared_input(instance: object, root: type) -> object:
     """
     cls = type(instance)
     alias = _making.get()
-    args: tuple[object, ...] | None = None
+    args: tuple[object, ...] | None = None  # pragma: no mutate - only its truth is read: any falsy start is the same
     if alias is not None and alias.__origin__ is cls:
         _making.set(None)  # consumed: a coordinator made inside this `__init__` has its own
         args = alias.__args__
@@ -77,11 +79,13 @@ def declared_input(instance: object, root: type) -> object:
 def _argument(cls: type, root: type, args: tuple[object, ...] | None) -> object:
     if cls is root:
         return args[0] if args else UNKNOWN
+    # pragma: no mutate start - every Generic subclass has __parameters__; strict=False is zip's default
     mapping = dict(zip(getattr(cls, "__parameters__", ()), args or (), strict=False))
+    # pragma: no mutate end
     for base in vars(cls).get("__orig_bases__", ()):
         origin = get_origin(base)
         if isinstance(origin, type) and issubclass(origin, root):
-            params = getattr(base, "__parameters__", ())
+            params = getattr(base, "__parameters__", ())  # pragma: no mutate - a typing alias always has __parameters__
             # `class Flow(Coordinator[list[T]])` made as `Flow[int]()`: substitute.
             given = base[tuple(mapping.get(param, param) for param in params)] if params else base
             return _argument(origin, root, get_args(given))
@@ -98,7 +102,7 @@ def is_known(hint: object) -> bool:
     """
     if hint is Any or hint is object or isinstance(hint, TypeVar | str | typing.ForwardRef):
         return False
-    return isinstance(hint, type) or not getattr(hint, "__parameters__", ())
+    return isinstance(hint, type) or not getattr(hint, "__parameters__", ())  # pragma: no mutate - not None is not ()
 
 
 def _members(hint: object) -> tuple[object, ...]:
@@ -106,7 +110,7 @@ def _members(hint: object) -> tuple[object, ...]:
         return _members(get_args(hint)[0])
     if get_origin(hint) in (Union, UnionType):
         return tuple(member for arg in get_args(hint) for member in _members(arg))
-    return (NoneType if hint is None else hint,)
+    return (NoneType if hint is None else hint,)  # pragma: no mutate - typing turns None into NoneType in every alias
 
 
 #: `float` accepts an `int` and `complex` both, as type checkers read them (PEP 484's numeric tower).
@@ -139,7 +143,7 @@ def accepts(wanted: object, given: object) -> bool:
 
 
 def _subclass(given: type | None, wanted: type | None) -> bool:
-    if given is None or wanted is None or given in _TOWER.get(wanted, ()):
+    if given is None or wanted is None or issubclass(given, _TOWER.get(wanted, ())):  # a bool is an int
         return True
     try:
         return issubclass(given, wanted)
