@@ -118,6 +118,34 @@ def test_quoted_hints_under_postponed_evaluation_are_resolved():
     assert (refused.fatal.expected, refused.fatal.actual) == ("int", "str")
 
 
+def test_quoted_hints_resolve_where_the_module_lacks_the_context_name():
+    """Where `Context` isn't importable by name, each hint is resolved alone: a quoted one is evaluated again."""
+
+    def double(ctx, value):  # type: ignore[no-untyped-def]
+        return value * 2
+
+    # What ``def double(ctx: Context, value: "int") -> "int"`` stores under the future import,
+    # in a module that doesn't import Context.
+    double.__annotations__ = {"ctx": "Context", "value": "'int'", "return": "'int'"}
+    coordinator = Coordinator([Step("s", double)])
+    assert coordinator.run(3).data_bag.job_data == {"s": 6}
+    refused = coordinator.run("3")
+    assert isinstance(refused.fatal, UnassignableInput)
+    assert (refused.fatal.expected, refused.fatal.actual) == ("int", "str")
+
+
+SELF = "SELF"  # a name whose value is its own name: resolving it never ends
+
+
+def test_a_hint_that_names_itself_is_a_definition_error():
+    def job(ctx, value):  # type: ignore[no-untyped-def]
+        return value
+
+    job.__annotations__ = {"ctx": "Context", "value": "'SELF'"}
+    error = refusal(Step("s", job))
+    assert error.problem == "cannot resolve the annotation of 'value': \"'SELF'\" names itself again ('SELF')"
+
+
 def greet(ctx: "Context[str]") -> str:  # noqa: F821 - the context marker, as a string this module can't resolve
     """A job whose context is a subscripted string marker."""
     return f"hello {ctx.input}"

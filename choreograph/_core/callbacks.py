@@ -184,18 +184,25 @@ def _signature(step: str, role: Role, fn: Callable[..., object], made: type | No
 
 
 def _resolve(step: str, role: Role, where: str, hint: object, namespace: dict[str, Any]) -> object:
-    if isinstance(hint, ForwardRef):
-        hint = hint.__forward_arg__
-    if not isinstance(hint, str):
-        return hint
-    if _is_context(hint) and "[" not in hint:
-        return Context
-    try:
-        return eval(hint, namespace)  # noqa: S307 - what typing.get_type_hints does
-    except Exception as exc:
+    """Evaluate a string annotation (again while it gives a string, as ``x: "'int'"`` does), as typing does."""
+    original, seen = hint, set()
+    while True:
+        if isinstance(hint, ForwardRef):
+            hint = hint.__forward_arg__
+        if not isinstance(hint, str):
+            return hint
+        if _is_context(hint) and "[" not in hint:
+            return Context
         what = "return annotation" if where == "return" else f"annotation of {where!r}"
-        problem = f"cannot resolve the {what}: {hint!r} ({type(exc).__name__}: {exc})"
-        raise StepDefinitionError(step, role, problem) from exc
+        if hint in seen:
+            problem = f"cannot resolve the {what}: {original!r} names itself again ({hint!r})"
+            raise StepDefinitionError(step, role, problem)
+        seen.add(hint)
+        try:
+            hint = eval(hint, namespace)  # noqa: S307 - what typing.get_type_hints does
+        except Exception as exc:
+            problem = f"cannot resolve the {what}: {hint!r} ({type(exc).__name__}: {exc})"
+            raise StepDefinitionError(step, role, problem) from exc
 
 
 def _compile_check(step: str, role: Role, what: str, hint: object) -> _Checker | None:
