@@ -64,12 +64,12 @@ def call(  # noqa: C901, PLR0912 - the attempt loop of every callback form: one 
             if err is None:
                 out, err = accept(run, cb, step, out)
         elif not cb.is_async:
+            if ctx is not None or run.emit is not None:
+                announce(run, ctx, cb, step, attempts)
             if slots is None:
-                out, err = once(run, ctx, cb, step, attempts)
+                out, err = once(run, ctx, cb, step)
             else:
-                if ctx is not None or run.emit is not None:
-                    announce(run, ctx, cb, step, attempts)
-                out, err = yield Offload(offloaded(run, ctx, cb, step, attempts), slots)  # type: ignore[misc]
+                out, err = yield Offload(offloaded(run, ctx, cb, step), slots)  # type: ignore[misc]
         else:
             announce(run, ctx, cb, step, attempts)
             out = err = None
@@ -100,7 +100,7 @@ def announce(run: RunState, ctx: Context[Any] | None, cb: Callback, step: str, a
 
 
 def offloaded(
-    run: RunState, ctx: Context[Any] | None, cb: Callback, step: str, attempt: int
+    run: RunState, ctx: Context[Any] | None, cb: Callback, step: str
 ) -> Callable[[], tuple[object, BaseException | None]]:
     """
     An attempt of a branch's plain callback, to make on a worker thread (announced already).
@@ -112,33 +112,30 @@ def offloaded(
     context = contextvars.copy_context()
 
     def attempt_there() -> tuple[object, BaseException | None]:
-        return context.run(_attempt_here, run, ctx, cb, step, attempt)
+        return context.run(_attempt_here, run, ctx, cb, step)
 
     return attempt_there
 
 
 def _attempt_here(
-    run: RunState, ctx: Context[Any] | None, cb: Callback, step: str, attempt: int
+    run: RunState, ctx: Context[Any] | None, cb: Callback, step: str
 ) -> tuple[object, BaseException | None]:
     here = runs_here()
     here.append(run)
     try:
-        return once(run, ctx, cb, step, attempt, announced=True)
+        return once(run, ctx, cb, step)
     finally:
         here.pop()
 
 
-def once(
-    run: RunState, ctx: Context[Any] | None, cb: Callback, step: str, attempt: int, *, announced: bool = False
-) -> tuple[object, BaseException | None]:
+def once(run: RunState, ctx: Context[Any] | None, cb: Callback, step: str) -> tuple[object, BaseException | None]:
     """
     One attempt of a plain callback: ``(output, error)``, its output unwrapped and checked (see `accept`).
 
-    The run loop calls it directly for a plain callback without retries (most
-    of them), which spares a generator per callback.
+    The caller announced the attempt (see `announce`). The run loop calls
+    it directly for a plain callback without retries (most of them), which
+    spares a generator per callback.
     """
-    if not announced and (ctx is not None or run.emit is not None):
-        announce(run, ctx, cb, step, attempt)
     began = _clock() if cb.timeout is not None else 0.0
     try:
         out = cb.call(ctx, run.input)

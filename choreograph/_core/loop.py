@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from .._errors import MISSING, Phase, RunCancelled, Skip, StepError, UnassignableInput
 from . import record
-from .attempt import Called, call, once
+from .attempt import Called, announce, call, once
 from .callbacks import type_name
 from .context import Context, context_for
 from .drivers import Gather, Slots
@@ -118,7 +118,9 @@ def forward(  # noqa: C901, PLR0912 - the common case of `conclude` inline: it i
         cb = entry.callback
         base = 0 if run.attempt_base is None else run.attempt_base.get((st.key, cb.role), 0)
         if first is None and cb.retry is None and not cb.is_async and slots is None:
-            output, error = once(run, ctx, cb, st.name, base + 1)
+            if ctx is not None or run.emit is not None:
+                announce(run, ctx, cb, st.name, base + 1)
+            output, error = once(run, ctx, cb, st.name)
             if error is None:  # the common case of `conclude`, inline: it is paid per callback
                 if cb.has_output:
                     (run.job_data if cb.is_job else run.precheck_data)[st.key] = output
