@@ -43,7 +43,7 @@ def hand_over(run: RunState, ctx: Context[Any] | None, index: int) -> Loop:
     plan = run.plan
     stamps = run.stamps or [time.perf_counter_ns()]
     run.began = stamps[0] / 1e9
-    run.calls = stamped(plan.labels, stamps, index)
+    run.calls = stamped(plan.labels, stamps, index, origin=0)  # perf_counter values, as the loop records
     run.completed = [e.step for e in plan.entries[:index] if e.callback.is_job]
     pending = run.pending
     return execute(run, ctx, index, None if pending is None else (pending, stamps[index] / 1e9))

@@ -49,11 +49,11 @@ def finished(
     A callback's outcome was decided: trace it, record it in the store, tell the listeners.
 
     *started* is `time.perf_counter` when it started (``None``: it was not
-    called, and is passed over now); *output* is what went into the DataBag,
-    or `MISSING`.
+    called, and is passed over now), kept as it is in the trace until
+    `RunState.raw_calls` counts it from the run's start; *output* is what
+    went into the DataBag, or `MISSING`.
     """
-    began = (_clock() if started is None else started) - run.began
-    run.calls.append((step, phase, outcome, seconds, attempts, False, began))  # type: ignore[union-attr]  # the loop made it
+    run.calls.append((step, phase, outcome, seconds, attempts, False, _clock() if started is None else started))  # type: ignore[union-attr]  # the loop made it
     if run.recorder is not None:
         run.recorder.record(step, phase, outcome, output, error, attempts, seconds)
     if run.emit is not None:

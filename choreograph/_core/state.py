@@ -94,7 +94,9 @@ class RunState:
         errors: The error stack.
         fatal: Why the run stopped, once it did.
         key: A durable run's key.
-        calls: The trace; ``None`` while every call so far is in `stamps`.
+        calls: The trace; ``None`` while every call so far is in `stamps`. Its
+            entries' starts are ``time.perf_counter()`` values (but restored
+            ones'), counted from `began` by `raw_calls`.
         stamps: The fast path's timestamps (``perf_counter_ns``), one per callback it ran.
         pending: The fast path's ``(output, error)`` of the callback it stopped after.
         deadline: ``time.monotonic()`` at which the run's timeout expires.
@@ -157,19 +159,26 @@ class RunState:
     def raw_calls(self) -> tuple[RawCall, ...]:
         """The trace, whether the fast path or the loop recorded it."""
         if self.calls is not None:
-            return tuple(self.calls)
+            began = self.began
+            return tuple(call if call[5] else (*call[:6], call[6] - began) for call in self.calls)
         return tuple(stamped(self.plan.labels, self.stamps or [0]))
 
 
-def stamped(labels: tuple[tuple[str, Phase], ...], stamps: list[int], count: int | None = None) -> list[RawCall]:
+def stamped(
+    labels: tuple[tuple[str, Phase], ...], stamps: list[int], count: int | None = None, origin: int | None = None
+) -> list[RawCall]:
     """
     Trace entries of the first *count* callbacks, that the fast path ran: all ok, first attempt.
+
+    Their starts are counted from *origin* (``perf_counter_ns``; the run's
+    start, ``stamps[0]``, by default).
 
     >>> stamped((("a", "job"), ("b", "job")), [0, 1_000_000_000, 3_000_000_000])
     [('a', 'job', 'ok', 1.0, 1, False, 0.0), ('b', 'job', 'ok', 2.0, 1, False, 1.0)]
     """
+    base = stamps[0] if origin is None else origin
     return [
-        (step, phase, "ok", (stamps[index + 1] - stamps[index]) / 1e9, 1, False, (stamps[index] - stamps[0]) / 1e9)
+        (step, phase, "ok", (stamps[index + 1] - stamps[index]) / 1e9, 1, False, (stamps[index] - base) / 1e9)
         for index, (step, phase) in enumerate(labels[: len(labels) if count is None else count])
     ]
 
