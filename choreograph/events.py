@@ -35,14 +35,25 @@ class RunStarted:
         key: A durable run's key, else ``None``.
         input: The run's input.
         at: When, as ``time.time()``.
+        trace_context: A durable run's trace context, as a carrier (the
+            mapping OpenTelemetry's propagators inject into and extract
+            from); ``None`` for a run that is not durable. It holds the W3C
+            ``"traceparent"`` an earlier session of the key's generation
+            stored: the run resumes that one. Else it is empty, and a listener
+            may put the ``"traceparent"`` of its span for the run in it (the
+            first one to do so wins): the store keeps it for the sessions that
+            resume the run. `choreograph.otel.Tracing` does both.
 
     .. versionadded:: 0.2.0
+
+    .. versionchanged:: 0.3.0 ``trace_context``.
     """
 
     run_id: int
     key: str | None
     input: object
     at: float
+    trace_context: dict[str, str] | None = dataclasses.field(default=None, hash=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -13,8 +13,10 @@ flow = Coordinator(steps, listeners=[Tracing()])
 
 A run is a ``choreograph.run`` span; each callback it calls is a child span
 named ``"{step} {phase}"`` (``"load job"``, ``"load precheck"``,
-``"load compensate"``) covering all its attempts. `import choreograph` never
-imports OpenTelemetry: only importing this module does.
+``"load compensate"``) covering all its attempts. A durable run's sessions
+are tied together: a resumed run's span links to the span of the key's first
+session. `import choreograph` never imports OpenTelemetry: only importing this
+module does.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from importlib.metadata import PackageNotFoundError, version
 try:
     from opentelemetry import trace
     from opentelemetry.context import Context as TraceContext
-    from opentelemetry.trace import Link, Span, Status, StatusCode, TracerProvider
+    from opentelemetry.trace import Link, Span, SpanContext, Status, StatusCode, TracerProvider
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
     from opentelemetry.util.types import AttributeValue
 except ModuleNotFoundError as exc:  # the extra is not installed
@@ -61,6 +63,7 @@ class _Run:
     attributes: dict[str, AttributeValue]  # run id and key, copied onto every callback span
     start_ns: int  # no callback span starts before it
     last_ns: int  # the latest time seen in the run: where an unfinished run's span ends
+    # The callbacks in flight, by (step, phase): those of a parallel group's branches are in flight together.
     callbacks: dict[tuple[str, str], _Open] = field(default_factory=dict)
 
 
@@ -91,6 +94,18 @@ class Tracing:
       status UNSET: the run span has the ERROR.
     - What a callback emits (`Context.emit`) is an event named by its kind on
       the callback's span, its payload as ``choreograph.payload`` attributes.
+    - A durable run keeps its trace context: the first session of a key's
+      generation stores the W3C ``traceparent`` of its run span (through
+      `RunStarted.trace_context`, the carrier the durable runner gives it),
+      and the run span of every session that resumes it has a link to that
+      span, with the attribute ``choreograph.resumption`` (true), and has
+      ``choreograph.resumed`` (true) itself. Each session is a trace of its
+      own (a child of what was current when it started), tied to the first
+      by the link.
+    - The callbacks of a `Parallel` group run at the same time: their spans
+      are open together, each a child of the run span, told apart by step
+      and phase; what a callback emits goes to its own callback's span,
+      whichever thread it runs on.
 
     Spans are parented explicitly, never through the current context, since a
     run's events may come from several threads, between other runs' events;
@@ -174,9 +189,16 @@ class Tracing:
         attributes: dict[str, AttributeValue] = {"choreograph.run_id": event.run_id}
         if event.key is not None:
             attributes["choreograph.key"] = event.key
+        carrier = event.trace_context
+        first = _first_session(carrier)
+        own = attributes if first is None else {**attributes, "choreograph.resumed": True}
+        links = [] if first is None else [Link(first, {"choreograph.resumption": True})]
         # The span current in this thread, if any, is the caller's: the run is its child.
-        span = self._tracer.start_span(_RUN_SPAN, attributes=attributes, links=_first_run(event), start_time=start_ns)
-        run = _Run(span, trace.set_span_in_context(span), attributes, start_ns, start_ns)
+        span = self._tracer.start_span(_RUN_SPAN, attributes=own, links=links, start_time=start_ns)
+        context = trace.set_span_in_context(span)
+        if isinstance(carrier, dict) and "traceparent" not in carrier:  # a durable run's first session: stored
+            _PROPAGATOR.inject(carrier, context=context)
+        run = _Run(span, context, attributes, start_ns, start_ns)
         with self._lock:
             self._runs[event.run_id] = run
             evicted = [self._runs.pop(next(iter(self._runs))) for _ in range(len(self._runs) - self._max_open_runs)]
@@ -277,19 +299,23 @@ class Tracing:
         span.end(end_time=end_ns)
 
 
-def _first_run(event: RunStarted) -> list[Link]:
+def _first_session(stored: object) -> SpanContext | None:
     """
-    A link to the span of the key's first run, for a resumed durable run.
+    The run span of a durable key's first session, from a resumed session's `RunStarted.trace_context`.
 
-    `RunStarted` is to carry the W3C ``traceparent`` the key's first run stored
-    as ``trace_context`` once stores keep it; until then no event has one, and
-    a resumed run's span has no link.
+    *stored* is the carrier (a ``traceparent`` in it says the run resumes), or
+    a bare ``traceparent``; ``None`` when there is none or it is damaged.
+
+    >>> _first_session({"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}).span_id
+    13235353014750950193
+    >>> _first_session({}), _first_session({"traceparent": "garbage"}), _first_session(None)
+    (None, None, None)
     """
-    stored = getattr(event, "trace_context", None)
-    if not isinstance(stored, str):
-        return []
-    first = trace.get_current_span(_PROPAGATOR.extract({"traceparent": stored})).get_span_context()
-    return [Link(first)] if first.is_valid else []
+    carrier = {"traceparent": stored} if isinstance(stored, str) else stored
+    if not isinstance(carrier, Mapping) or not carrier.get("traceparent"):
+        return None
+    first = trace.get_current_span(_PROPAGATOR.extract(carrier)).get_span_context()
+    return first if first.is_valid else None
 
 
 def _end_open(open_: _Open, end_ns: int) -> None:

@@ -58,31 +58,36 @@ class ActiveKeys:
     A store's lease can't tell two threads of one holder apart; this can: a
     second thread of the same store waits as for another process. Stores
     are told apart by identity; a store's entry goes when the store does.
+    A claim is one ``dict.setdefault`` and a release one ``dict.pop``, each
+    atomic: only a store's first claim takes the lock.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._keys: dict[int, set[str]] = {}
+        self._keys: dict[int, dict[str, object]] = {}
 
     def claim(self, store: object, key: str) -> bool:
         """Mark *key* as run through *store*; False if it already is."""
-        with self._lock:
-            keys = self._keys.get(id(store))
-            if keys is None:
-                self._keys[id(store)] = keys = set()
-                weakref.finalize(store, self._forget, id(store))
-            if key in keys:
-                return False
-            keys.add(key)
-            return True
+        keys = self._keys.get(id(store))
+        if keys is None:
+            with self._lock:
+                keys = self._keys.get(id(store))
+                if keys is None:
+                    self._keys[id(store)] = keys = {}
+                    weakref.finalize(store, self._forget, id(store))
+        mine = object()
+        return keys.setdefault(key, mine) is mine
 
     def release(self, store: object, key: str) -> None:
         """*key* is no longer run through *store*."""
-        with self._lock:
-            keys = self._keys.get(id(store))
-            if keys is not None:
-                keys.discard(key)
+        keys = self._keys.get(id(store))
+        if keys is not None:
+            keys.pop(key, None)
 
     def _forget(self, store_id: int) -> None:
         with self._lock:
             self._keys.pop(store_id, None)
+
+
+#: The keys this process's store objects run now (see `ActiveKeys`).
+ACTIVE: Final = ActiveKeys()

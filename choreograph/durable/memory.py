@@ -21,7 +21,7 @@ from .._core.callbacks import type_name
 from .._errors import StoreError
 from .codec import Codec, CodecError, JsonCodec
 from .leases import is_alive, new_owner
-from .protocol import Begun, Ending, Event, NewEvent, Restore, Row, RunInfo, Status, begin_row
+from .protocol import TRACE_CONTEXT_LIMIT, Begun, Ending, Event, NewEvent, Restore, Row, RunInfo, Status, begin_row
 from .runlist import STATUSES, RunList, checked_limit, describe
 
 
@@ -50,6 +50,7 @@ class _Run:
             owner=row.owner,
             created=self.created,
             updated=self.updated,
+            trace_context=row.trace_context,
         )
 
 
@@ -158,6 +159,7 @@ class MemoryStore:
             events=events,
             result=result,
             recorder=None if outcome.status == "ok" else MemorySession(self, key, outcome.generation, outcome.sessions),
+            trace_context=outcome.trace_context,
         )
 
     def _append(self, key: str, generation: int, session: int, event: NewEvent) -> int:
@@ -219,6 +221,12 @@ class MemoryStore:
             )
             run.result = ending.result
             run.updated = time.time()
+
+    def _set_trace_context(self, key: str, generation: int, context: str) -> None:
+        with self._lock:
+            run = self._held(key)
+            if run is not None and run.row.generation == generation and run.row.trace_context is None:
+                run.row = dataclasses.replace(run.row, trace_context=context[:TRACE_CONTEXT_LIMIT])
 
     def _release(self, key: str) -> None:
         with self._lock:
@@ -423,6 +431,10 @@ class MemorySession:
     def finish(self, ending: Ending) -> None:
         """Record how the run ended, and release the key."""
         self.store._finish(self.key, ending)  # noqa: SLF001 - its own store
+
+    def set_trace_context(self, context: str) -> None:
+        """Store the generation's trace context, unless it has one."""
+        self.store._set_trace_context(self.key, self.generation, context)  # noqa: SLF001 - its own store
 
     def release(self) -> None:
         """Give the key up without finishing."""

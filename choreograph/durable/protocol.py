@@ -19,13 +19,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple, Protocol, runtime_checkable
+from typing import Final, Literal, NamedTuple, Protocol, runtime_checkable
 
 from .._core.result import Outcome
 from .._errors import Phase
 from .codec import Codec
 
 Status = Literal["running", "ok", "failed", "compensating", "rolled_back", "poisoned"]
+
+#: The most characters of a stored trace context (`StoreSession.set_trace_context`).
+TRACE_CONTEXT_LIMIT: Final = 512
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,8 +51,14 @@ class RunInfo:
         owner: Who holds the lease while the run is going on.
         created: When the key was first run (seconds since the epoch).
         updated: When its row last changed.
+        trace_context: The trace context its generation's first traced
+            session stored (`StoreSession.set_trace_context`): with
+            `choreograph.otel.Tracing`, the W3C ``traceparent`` of that
+            session's run span. ``None`` if none did.
 
     .. versionadded:: 0.1.0
+
+    .. versionchanged:: 0.3.0 ``trace_context``.
     """
 
     key: str
@@ -63,6 +72,7 @@ class RunInfo:
     owner: str | None
     created: float
     updated: float
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -184,6 +194,20 @@ class StoreSession(Protocol):
         """Release the lease without finishing: the run was interrupted, and the next one resumes it."""
         ...
 
+    def set_trace_context(self, context: str) -> None:
+        """
+        Store the trace context of the run's generation (`Begun.trace_context`), unless it has one already.
+
+        *context* is opaque text of at most `TRACE_CONTEXT_LIMIT` characters
+        (choreograph stores a W3C ``traceparent``); a new generation starts
+        without one. The runner calls it once the run has started, before its
+        first callback, when `Begun.trace_context` was ``None`` and a listener
+        gave one (see `RunStarted.trace_context`).
+
+        .. versionadded:: 0.3.0
+        """
+        ...
+
 
 class Begun(NamedTuple):
     """
@@ -199,8 +223,12 @@ class Begun(NamedTuple):
         events: The generation's events so far, oldest first (none for ``"poisoned"``).
         result: For ``"ok"``, the `Ending.result` the finishing session recorded (``None`` if it recorded none).
         recorder: The session, for ``"running"`` and ``"compensating"``.
+        trace_context: What a session of this generation stored with
+            `StoreSession.set_trace_context` (the row's `Row.trace_context`), if any.
 
     .. versionadded:: 0.2.0
+
+    .. versionchanged:: 0.3.0 ``trace_context``.
     """
 
     status: Status
@@ -211,11 +239,19 @@ class Begun(NamedTuple):
     events: Sequence[Event] = ()
     result: Sequence[int] | None = None
     recorder: StoreSession | None = None
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """The lease-relevant part of a key's row, for `begin_row`."""
+    """
+    The part of a key's row that `begin_row` reads and decides: its lease, status and generation.
+
+    *trace_context* belongs to the generation, as *fatal* does: `begin_row`
+    clears both when a new generation starts.
+
+    .. versionchanged:: 0.3.0 ``trace_context``.
+    """
 
     status: Status
     generation: int
@@ -224,6 +260,7 @@ class Row:
     owner: str | None
     lease_until: float | None
     fatal: str | None
+    trace_context: str | None = None
 
 
 #: A rerun's choice of the events its new generation starts with (see `Store.begin`):
@@ -270,11 +307,12 @@ def begin_row(
             return poisoned, poisoned
     if status in ("ok", "poisoned") and not fresh:
         return None, row
+    trace_context = row.trace_context
     if fresh or status in ("ok", "poisoned", "rolled_back"):
-        generation, interruptions, fatal, status = generation + 1, 0, None, "running"
+        generation, interruptions, fatal, trace_context, status = generation + 1, 0, None, None, "running"
     elif status != "compensating":
         status = "running"
-    started = Row(status, generation, row.sessions + 1, interruptions, owner, until, fatal)
+    started = Row(status, generation, row.sessions + 1, interruptions, owner, until, fatal, trace_context)
     return started, started
 
 

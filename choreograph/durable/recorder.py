@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable
 from types import TracebackType
 from typing import Final
 
@@ -22,10 +21,12 @@ from .._errors import (
     UnstorableOutput,
 )
 from .codec import Codec, CodecError, error_message
+from .leases import ACTIVE
 from .protocol import Ending, NewEvent, Status, StoreSession
 
-#: ``NewEvent(...)`` without its generated ``__new__``: one is made per callback.
+#: ``NewEvent(...)`` and ``Ending(...)`` without their generated ``__new__``: one is made per callback, per run.
 _new_event = tuple.__new__
+_new_ending = tuple.__new__
 
 #: The most characters of a stored traceback (`Event.traceback`).
 TRACEBACK_LIMIT: Final = 16 * 1024
@@ -176,24 +177,33 @@ class DurableRecorder:
         codec: The store's codec.
         latest_ids: The id of each callback's latest earlier event (see `Resumption`),
             for the restored entries of an ``ok`` run's result.
-        done: Called once the key is released, finished or not.
+        store: The store, and *key* the run's key: released in `ACTIVE` once
+            the session ends, finished or not.
     """
 
-    __slots__ = ("_codec", "_done", "_encoded", "_ids", "_latest", "_session")
+    __slots__ = ("_append", "_append_ok", "_codec", "_encoded", "_ids", "_key", "_latest", "_session", "_store")
 
     def __init__(
-        self,
-        session: StoreSession,
-        codec: Codec,
-        latest_ids: dict[tuple[str, str], int],
-        done: Callable[[], None],
+        self, session: StoreSession, codec: Codec, latest_ids: dict[tuple[str, str], int], store: object, key: str
     ) -> None:
-        self._session, self._codec, self._latest, self._done = session, codec, latest_ids, done
+        self._session, self._codec, self._latest, self._store, self._key = session, codec, latest_ids, store, key
+        self._append = session.record  # looked up once per run, not per callback
+        # The stores of this package also take an event without an error as its fields (most events are):
+        # ``_record_ok(step, phase, outcome, output, attempts, seconds) -> id``, as ``record`` with a
+        # `NewEvent` of them would. That spares a NewEvent per callback, which costs more than its insert's
+        # Python: the other stores get NewEvents.
+        self._append_ok = getattr(session, "_record_ok", None)
         self._encoded: tuple[object, str] | None = None
         self._ids: list[int] = []  # this session's events, in order
 
     def check_output(self, step: str, phase: Phase, value: object) -> Exception | None:
-        """Encode *value* now, so that an unstorable output fails its own callback."""
+        """
+        Encode *value* now, so that an unstorable output fails its own callback.
+
+        A branch of a parallel group calls it from its worker thread: the
+        encoding is kept with its value, and `record` uses it only for that
+        very value (another branch's may have replaced it in between).
+        """
         try:
             self._encoded = (value, self._codec.encode(value))
         except CodecError as exc:
@@ -216,47 +226,60 @@ class DurableRecorder:
         if output is not MISSING:
             cached = self._encoded  # check_output encoded it already
             encoded = cached[1] if cached is not None and cached[0] is output else self._codec.encode(output)
-        self._encoded = None
+            self._encoded = None
         if error is None:
+            fast = self._append_ok
+            if fast is not None:
+                self._ids.append(fast(step, phase, outcome, encoded, attempts, seconds))
+                return
             event = _new_event(NewEvent, (step, phase, outcome, encoded, None, None, attempts, seconds, None))
         else:  # a failed callback: only here is its traceback formatted
             error_text, error_type, text = self._codec.encode_error(error), qualified_type(error), traceback_text(error)
             event = _new_event(
                 NewEvent, (step, phase, outcome, encoded, error_text, error_type, attempts, seconds, text)
             )
-        self._ids.append(self._session.record(event))
+        self._ids.append(self._append(event))
 
     def rolling_back(self, fatal: ChoreographError) -> None:
         """Mark the run as rolling back, before the first compensation starts."""
         self._session.rolling_back(self._codec.encode_error(fatal))
 
+    def set_trace_context(self, context: str) -> None:
+        """Store the run's trace context (see `StoreSession.set_trace_context`), if the store's session can."""
+        store_it = getattr(self._session, "set_trace_context", None)  # a session written before 0.3.0 can't
+        if store_it is not None:
+            store_it(context)
+
     def finished(self, run: RunState) -> None:
         """Record how the run ended, and release the key."""
-        status = status_of(run)
         fatal = run.fatal
-        result = None
-        if status == "ok":
-            new = iter(self._ids)
-            result = tuple(
-                self._latest[call[0].casefold(), call[1]] if call[5] else next(new) for call in run.raw_calls()
-            )
-        ending = Ending(status=status, result=result)
-        if fatal is not None:
-            ending = Ending(
-                status=status,
-                fatal=self._codec.encode_error(fatal),
-                failed_step=stopped_at(run),
-                error_type=qualified_type(getattr(fatal, "error", None) or fatal),
-                error_message=error_message(fatal),
-            )
         try:
-            self._session.finish(ending)
+            if fatal is None:  # ok: the result is the ids of its trace's events, in order
+                latest = self._latest
+                if latest:
+                    new = iter(self._ids)
+                    result = tuple(
+                        [latest[call[0].casefold(), call[1]] if call[5] else next(new) for call in run.raw_calls()]
+                    )
+                else:  # nothing restored: every entry of the trace is an event of this session, in order
+                    result = tuple(self._ids)
+                self._session.finish(_new_ending(Ending, ("ok", None, None, None, None, result)))
+                return
+            self._session.finish(
+                Ending(
+                    status=status_of(run),
+                    fatal=self._codec.encode_error(fatal),
+                    failed_step=stopped_at(run),
+                    error_type=qualified_type(getattr(fatal, "error", None) or fatal),
+                    error_message=error_message(fatal),
+                )
+            )
         finally:
-            self._done()
+            ACTIVE.release(self._store, self._key)
 
     def interrupted(self) -> None:
         """Give the key up without finishing: the next run of it resumes."""
         try:
             self._session.release()
         finally:
-            self._done()
+            ACTIVE.release(self._store, self._key)

@@ -28,17 +28,16 @@ from .._core.result import Finished, RunResult, result_of
 from .._core.runs import new_run
 from .._core.state import RunState
 from .._errors import KeyBusy, PoisonedRun
-from ..events import RunEvent
+from ..events import RunEvent, RunStarted
 from .codec import CodecError, StoredError
-from .leases import ActiveKeys
-from .protocol import Begun, Restore, Store
+from .leases import ACTIVE
+from .protocol import TRACE_CONTEXT_LIMIT, Begun, Restore, Store
 from .recorder import DurableRecorder
 from .replay import Decoder, Replay, Rerun, Resumption, stored_result
 
 #: Seconds between looks at a key another holder runs.
 POLL: Final = 0.05
 
-_active: Final = ActiveKeys()
 _monotonic: Final = time.monotonic
 
 
@@ -58,6 +57,8 @@ class DurableRunner:
 
     def key(self, input: object, key: str | int | None) -> str:  # noqa: A002
         """The run's key: *key*, else derived from *input*; checked."""
+        if type(key) is str and key:  # the common case, in one test
+            return key
         if key is None:
             if self.key_of is None:
                 msg = "a durable run needs a key: pass run(..., key=...) or Coordinator(key=...)"
@@ -136,36 +137,54 @@ class DurableRunner:
             The run, set up to resume from the store; the result, when nothing is
             to run; or the holder's name, while another holder runs the key.
         """
-        begun = self._begin(key, encoded, fresh=fresh, restore=restore)
+        store = self.store
+        if not ACTIVE.claim(store, key):  # another thread of this process runs it: wait as for a process
+            return store.owner
+        try:
+            if restore is None:  # as stores written before reruns know it
+                begun = store.begin(key, encoded, fresh=fresh)
+            else:
+                begun = store.begin(key, encoded, fresh=fresh, restore=restore)
+        except BaseException:
+            ACTIVE.release(store, key)
+            raise
         if isinstance(begun, str):
+            ACTIVE.release(store, key)
             return begun
-        decoder = Decoder(self.store.codec, self.store.location, key)
-        if begun.status == "ok":
-            return result_of(stored_result(key, input, begun.events, begun.result, None, decoder))
-        if begun.status == "poisoned":
-            fatal = PoisonedRun(key, begun.interruptions)
-            return result_of(Finished(input, (), fatal, DataBag(), 0, key, (), ()))
         session = begun.recorder
-        assert session is not None  # noqa: S101 - a store gives one for a run that goes on
+        if session is None:  # nothing runs: the key finished, or is poisoned
+            ACTIVE.release(store, key)
+            return self._stored(begun, key, input)
         try:
             run = new_run(plan, input, values, timeout, emit, key=key)
-            resumption = Resumption(begun.events, decoder) if begun.events else None
-            run.recorder = DurableRecorder(
-                session, self.store.codec, {} if resumption is None else resumption.latest_ids, self._releaser(key)
-            )
-            if resumption is not None:
+            events = begun.events
+            if events:
+                decoder = Decoder(store.codec, store.location, key)
+                resumption = Resumption(events, decoder)
+                run.recorder = recorder = DurableRecorder(session, store.codec, resumption.latest_ids, store, key)
                 run.restored = resumption.restored or None
                 run.attempt_base = resumption.attempts or None
                 run.compensated = resumption.compensated
                 if begun.status == "compensating":
                     _resume_rollback(run, begun, resumption, decoder)
+            else:  # a new key, or a new generation: nothing to restore
+                run.recorder = recorder = DurableRecorder(session, store.codec, {}, store, key)
+            if emit is not None:
+                run.emit = _TraceContext(run, emit, recorder, begun.trace_context)
         except BaseException:
             try:
                 session.release()  # nothing ran: give the key back as it was
             finally:
-                _active.release(self.store, key)
+                ACTIVE.release(store, key)
             raise
         return run
+
+    def _stored(self, begun: Begun, key: str, input: object) -> RunResult[Any]:  # noqa: A002
+        """The result of a key that runs nothing: it finished ok (rebuilt from its events), or is poisoned."""
+        if begun.status == "poisoned":
+            return result_of(Finished(input, (), PoisonedRun(key, begun.interruptions), DataBag(), 0, key, (), ()))
+        decoder = Decoder(self.store.codec, self.store.location, key)
+        return result_of(stored_result(key, input, begun.events, begun.result, None, decoder))
 
     def rerun(
         self,
@@ -205,27 +224,6 @@ class DurableRunner:
             plan, stored, key, self.encode(key, stored), values, timeout, emit, fresh=True, restore=restore
         )
 
-    def _releaser(self, key: str) -> Callable[[], None]:
-        """What the run's recorder calls once the key is released: this process no longer runs it."""
-        return lambda: _active.release(self.store, key)
-
-    def _begin(self, key: str, encoded_input: str, *, fresh: bool, restore: Restore | None) -> Begun | str:
-        """The store's `begin`, for one thread of this process at a time per key."""
-        store = self.store
-        if not _active.claim(store, key):  # another thread of this process runs it: wait as for a process
-            return store.owner
-        try:
-            if restore is None:  # as stores written before reruns know it
-                begun = store.begin(key, encoded_input, fresh=fresh)
-            else:
-                begun = store.begin(key, encoded_input, fresh=fresh, restore=restore)
-        except BaseException:
-            _active.release(store, key)
-            raise
-        if isinstance(begun, str) or begun.recorder is None:
-            _active.release(store, key)
-        return begun
-
 
 def _resume_rollback(run: RunState, begun: Begun, resumption: Resumption, decoder: Decoder) -> None:
     """Set up a run whose rollback was interrupted: restore what completed, then compensate."""
@@ -248,3 +246,36 @@ def _resume_rollback(run: RunState, begun: Begun, resumption: Resumption, decode
         for st in run.plan.steps
         if (st.key in restored and restored[st.key].job_ok) or (st.compensate_failed and st.key == failed_step)
     ]
+
+
+class _TraceContext:
+    """
+    A durable run's `emit` until its first event: its `RunStarted` gets the run's trace context (a carrier).
+
+    The carrier holds the W3C ``traceparent`` a session of the run's
+    generation stored, if any; else it is empty, and what a listener puts in
+    it (`choreograph.otel.Tracing` its run span's ``traceparent``) is stored
+    once the listeners have seen the event, before the first callback. Then
+    the run's events go straight to *emit*: this costs nothing per callback.
+    """
+
+    __slots__ = ("emit", "recorder", "run", "stored")
+
+    def __init__(
+        self, run: RunState, emit: Callable[[RunEvent], None], recorder: DurableRecorder, stored: str | None
+    ) -> None:
+        self.run, self.emit, self.recorder, self.stored = run, emit, recorder, stored
+
+    def __call__(self, event: RunEvent) -> None:
+        emit = self.emit
+        self.run.emit = emit
+        if type(event) is not RunStarted:  # pragma: no cover - a run's first event is its RunStarted
+            emit(event)
+            return
+        stored = self.stored
+        carrier: dict[str, str] = {} if stored is None else {"traceparent": stored}
+        emit(RunStarted(run_id=event.run_id, key=event.key, input=event.input, at=event.at, trace_context=carrier))
+        if stored is None:
+            given = carrier.get("traceparent")
+            if isinstance(given, str) and 0 < len(given) <= TRACE_CONTEXT_LIMIT:
+                self.recorder.set_trace_context(given)

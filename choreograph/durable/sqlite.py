@@ -24,15 +24,16 @@ from pathlib import Path
 from typing import Any, Final, Literal, Self
 
 from .._core.callbacks import type_name
-from .._errors import StoreError
+from .._core.result import Outcome
+from .._errors import Phase, StoreError
 from .codec import Codec, CodecError, JsonCodec
 from .leases import is_alive, new_owner
-from .protocol import Begun, Ending, Event, NewEvent, Restore, Row, RunInfo, Status, begin_row
+from .protocol import TRACE_CONTEXT_LIMIT, Begun, Ending, Event, NewEvent, Restore, Row, RunInfo, Status, begin_row
 from .runlist import STATUSES, RunList, checked_limit, describe
 
 #: Marks a choreograph store in the SQLite header (``PRAGMA application_id``): "Chor".
 APPLICATION_ID: Final = 0x43686F72
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 _SQLITE_HEADER: Final = b"SQLite format 3\x00"
 #: Runs read per query when iterating `SqliteStore.runs`.
 _PAGE: Final = 1000
@@ -90,10 +91,19 @@ _SCHEMA_V4: Final = """
 ALTER TABLE events ADD COLUMN traceback TEXT
 """
 
-_MIGRATIONS: Final[dict[int, str]] = {0: _SCHEMA_V1, 1: _SCHEMA_V2, 2: _SCHEMA_V3, 3: _SCHEMA_V4}
+# Version 5: the trace context a generation's first traced session stored (`Begun.trace_context`).
+_SCHEMA_V5: Final = """
+ALTER TABLE runs ADD COLUMN trace_context TEXT
+"""
+
+_MIGRATIONS: Final[dict[int, str]] = {0: _SCHEMA_V1, 1: _SCHEMA_V2, 2: _SCHEMA_V3, 3: _SCHEMA_V4, 4: _SCHEMA_V5}
+
+#: ``Begun(...)`` without its generated ``__new__``, for a new key: one is made per run.
+_new_begun = tuple.__new__
 
 _RUN_INFO: Final = (
-    "key, status, generation, sessions, interruptions, failed_step, error_type, error_message, owner, created, updated"
+    "key, status, generation, sessions, interruptions, failed_step, error_type, error_message, owner, created, updated,"
+    " trace_context"
 )
 
 
@@ -265,6 +275,7 @@ class SqliteStore:
         with self._lock:
             self._connections.append(conn)
         self._local.conn = conn
+        self._local.cursor = conn.cursor()  # this thread's writes of runs and events, each read at once
         self._local.pid = os.getpid()
 
     def connection(self) -> sqlite3.Connection:
@@ -331,19 +342,21 @@ class SqliteStore:
         """
         now = time.time()
         conn = self.connection()
+        cursor: sqlite3.Cursor = self._local.cursor
         try:
             if restore is None:  # a new key (the common case): one statement, one transaction
-                created = conn.execute(
+                created = cursor.execute(
                     "INSERT OR IGNORE INTO runs (key, status, generation, sessions, input, owner, lease_until, created,"
                     " updated) VALUES (?, 'running', 1, 1, ?, ?, ?, ?, ?)",
                     (key, input, self.owner, now + self.lease, now, now),
                 ).rowcount
-                if created:
-                    session = SqliteSession(self, conn, key, 1, 1)
-                    return Begun(status="running", generation=1, session=1, recorder=session)
+                if created:  # Begun("running", 1, 1, recorder=...), without its generated __new__
+                    return _new_begun(
+                        Begun, ("running", 1, 1, 0, None, (), None, SqliteSession(self, conn, cursor, key, 1, 1), None)
+                    )
             with self._write(conn):
                 found = conn.execute(
-                    "SELECT status, generation, sessions, interruptions, owner, lease_until, fatal"
+                    "SELECT status, generation, sessions, interruptions, owner, lease_until, fatal, trace_context"
                     " FROM runs WHERE key = ?",
                     (key,),
                 ).fetchone()
@@ -379,7 +392,7 @@ class SqliteStore:
             raise StoreError(self.path, f"cannot begin key {key!r}: {exc}") from exc
         recorder = None
         if outcome.status != "ok":
-            recorder = SqliteSession(self, conn, key, outcome.generation, outcome.sessions)
+            recorder = SqliteSession(self, conn, cursor, key, outcome.generation, outcome.sessions)
         return Begun(
             status=outcome.status,
             generation=outcome.generation,
@@ -389,6 +402,7 @@ class SqliteStore:
             events=events,
             result=result,
             recorder=recorder,
+            trace_context=outcome.trace_context,
         )
 
     def _restore(self, conn: sqlite3.Connection, key: str, row: Row | None, started: Row, restore: Restore) -> None:
@@ -419,7 +433,7 @@ class SqliteStore:
         else:
             conn.execute(
                 "UPDATE runs SET status = ?, generation = ?, sessions = ?, interruptions = ?, input = ?,"
-                " fatal = ?, owner = ?, lease_until = ?, updated = ? WHERE key = ?",
+                " fatal = ?, owner = ?, lease_until = ?, updated = ?, trace_context = ? WHERE key = ?",
                 (
                     row.status,
                     row.generation,
@@ -430,6 +444,7 @@ class SqliteStore:
                     row.owner,
                     row.lease_until,
                     now,
+                    row.trace_context,
                     key,
                 ),
             )
@@ -573,6 +588,7 @@ class SqliteStore:
             owner=row[8],
             created=row[9],
             updated=row[10],
+            trace_context=row[11],
         )
 
     def events(self, key: str, *, generation: int | None = None) -> list[Event]:
@@ -719,48 +735,85 @@ class SqliteStore:
             raise StoreError(self.path, f"cannot prune: {exc}") from exc
 
 
+_INSERT: Final = (
+    "INSERT INTO events (key, generation, session, step, phase, outcome, output, error, error_type,"
+    " attempts, seconds, at, traceback) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+#: A callback's event without an error, with and without an output (the other columns stay NULL).
+_INSERT_OUTPUT: Final = (
+    "INSERT INTO events (key, generation, session, step, phase, outcome, output, attempts, seconds, at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_BARE: Final = (
+    "INSERT INTO events (key, generation, session, step, phase, outcome, attempts, seconds, at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+_FINISH_OK: Final = (
+    "UPDATE runs SET status = ?, fatal = NULL, failed_step = NULL, error_type = NULL, error_message = NULL,"
+    " result = ?, owner = NULL, lease_until = NULL, updated = ? WHERE key = ? AND owner = ?"
+)
+
+
 class SqliteSession:
     """Records one run of one key through this thread's connection (a `StoreSession`)."""
 
-    __slots__ = ("_conn", "_renew_at", "generation", "key", "session", "store")
+    __slots__ = ("_conn", "_cursor", "_head", "_renew_at", "generation", "key", "session", "store")
 
-    _INSERT: Final = (
-        "INSERT INTO events (key, generation, session, step, phase, outcome, output, error, error_type,"
-        " attempts, seconds, at, traceback) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    )
-
-    def __init__(self, store: SqliteStore, conn: sqlite3.Connection, key: str, generation: int, session: int) -> None:
-        self.store, self._conn, self.key, self.generation, self.session = store, conn, key, generation, session
-        self._renew_at = time.monotonic() + store.lease / 3
+    def __init__(
+        self,
+        store: SqliteStore,
+        conn: sqlite3.Connection,
+        cursor: sqlite3.Cursor,
+        key: str,
+        generation: int,
+        session: int,
+    ) -> None:
+        self.store, self._conn, self._cursor = store, conn, cursor
+        self.key, self.generation, self.session = key, generation, session
+        self._head = (key, generation, session)
+        self._renew_at = time.time() + store.lease / 3  # on the wall clock, as the lease's expiry is
 
     def record(self, event: NewEvent) -> int:
         """Commit one callback's outcome (one transaction), renewing the lease when due; return its id."""
-        conn = self._conn
+        step, phase, outcome, output, error, error_type, attempts, seconds, traceback = event
+        if error is None and error_type is None and traceback is None:
+            return self._record_ok(step, phase, outcome, output, attempts, seconds)
+        key, generation, session = self._head
+        now = time.time()
+        params = (key, generation, session, step, phase, outcome, output, error, error_type, attempts, seconds, now)
         try:
-            cursor = conn.execute(
-                self._INSERT,
-                (
-                    self.key,
-                    self.generation,
-                    self.session,
-                    event.step,
-                    event.phase,
-                    event.outcome,
-                    event.output,
-                    event.error,
-                    event.error_type,
-                    event.attempts,
-                    event.seconds,
-                    time.time(),
-                    event.traceback,
-                ),
-            )
-            if time.monotonic() >= self._renew_at:
-                self._renew(conn)
+            number = self._cursor.execute(_INSERT, (*params, traceback)).lastrowid
+            if now >= self._renew_at:
+                self._renew(self._conn)
         except sqlite3.DatabaseError as exc:
-            problem = f"cannot record {event.phase} of step {event.step!r}: {exc}"
-            raise StoreError(self.store.path, problem) from exc
-        return cursor.lastrowid or 0
+            raise StoreError(self.store.path, f"cannot record {phase} of step {step!r}: {exc}") from exc
+        return number or 0
+
+    def _record_ok(
+        self, step: str, phase: Phase, outcome: Outcome, output: str | None, attempts: int, seconds: float
+    ) -> int:
+        """
+        `record` of an event without an error, given as its fields (see `DurableRecorder`): most events.
+
+        Only the columns that have a value are bound: binding None costs the
+        sqlite3 module more than any other value (it looks for an adapter).
+        """
+        key, generation, session = self._head
+        now = time.time()
+        params: tuple[object, ...]
+        try:
+            if output is None:
+                params = (key, generation, session, step, phase, outcome, attempts, seconds, now)
+                number = self._cursor.execute(_INSERT_BARE, params).lastrowid
+            else:
+                params = (key, generation, session, step, phase, outcome, output, attempts, seconds, now)
+                number = self._cursor.execute(_INSERT_OUTPUT, params).lastrowid
+            if now >= self._renew_at:
+                self._renew(self._conn)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(self.store.path, f"cannot record {phase} of step {step!r}: {exc}") from exc
+        return number or 0
 
     def _renew(self, conn: sqlite3.Connection) -> None:
         lease = self.store.lease
@@ -770,7 +823,7 @@ class SqliteSession:
         ).rowcount
         if not updated:
             raise StoreError(self.store.path, f"lost the lease of key {self.key!r} to another process")
-        self._renew_at = time.monotonic() + lease / 3
+        self._renew_at = time.time() + lease / 3
 
     def rolling_back(self, fatal: str) -> None:
         """Mark the run as rolling back, before the first compensation starts."""
@@ -784,25 +837,32 @@ class SqliteSession:
 
     def finish(self, ending: Ending) -> None:
         """Record how the run ended, and release the key."""
-        result = None if ending.result is None else json.dumps(ending.result)
+        status, fatal, failed_step, error_type, message, ids = ending
+        # The event ids as JSON: a list of ints prints as its JSON, without json.dumps's three calls.
+        result = None if ids is None else str(list(ids))
+        now = time.time()
         try:
+            if result is not None and fatal is None and failed_step is None and error_type is None and message is None:
+                self._cursor.execute(_FINISH_OK, (status, result, now, self.key, self.store.owner))  # bind no None
+                return
             self._conn.execute(
                 "UPDATE runs SET status = ?, fatal = ?, failed_step = ?, error_type = ?, error_message = ?,"
                 " result = ?, owner = NULL, lease_until = NULL, updated = ? WHERE key = ? AND owner = ?",
-                (
-                    ending.status,
-                    ending.fatal,
-                    ending.failed_step,
-                    ending.error_type,
-                    ending.error_message,
-                    result,
-                    time.time(),
-                    self.key,
-                    self.store.owner,
-                ),
+                (status, fatal, failed_step, error_type, message, result, now, self.key, self.store.owner),
             )
         except sqlite3.DatabaseError as exc:
             raise StoreError(self.store.path, f"cannot finish key {self.key!r}: {exc}") from exc
+
+    def set_trace_context(self, context: str) -> None:
+        """Store the generation's trace context, unless it has one (not a change of the run: ``updated`` stays)."""
+        try:
+            self._conn.execute(
+                "UPDATE runs SET trace_context = ? WHERE key = ? AND owner = ? AND generation = ?"
+                " AND trace_context IS NULL",
+                (context[:TRACE_CONTEXT_LIMIT], self.key, self.store.owner, self.generation),
+            )
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(self.store.path, f"cannot store the trace context of key {self.key!r}: {exc}") from exc
 
     def release(self) -> None:
         """Give the key up without finishing (the run was interrupted)."""
