@@ -1,28 +1,12 @@
 """Durable runs of parallel groups: each branch's outcome recorded as its own, whatever order branches end in."""
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from choreograph import Coordinator, Parallel, Step, UnstorableOutput
-from choreograph._core import drivers
 from choreograph.typing import Store
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _no_branch_threads_left() -> Iterator[None]:
-    """
-    Shut the branch pool down after this module's parallel runs.
-
-    Its threads outlive runs (one pool per process, see `branch_pool`), and
-    later tests check that no thread of choreograph's is left.
-    """
-    yield
-    held, drivers._pool = drivers._pool, None
-    if held is not None:
-        held[1].shutdown(wait=True)
 
 
 class Gate:

@@ -19,24 +19,9 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 from opentelemetry.trace import StatusCode
 
 from choreograph import Context, Coordinator, Parallel, Retry, SqliteStore, Step
-from choreograph._core import drivers
 from choreograph.events import RunEvent, RunStarted
 from choreograph.otel import Tracing
 from choreograph.typing import Store
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _no_branch_threads_left() -> Iterator[None]:
-    """
-    Shut the branch pool down after this module's parallel runs.
-
-    Its threads outlive runs (one pool per process, see `branch_pool`), and
-    later tests check that no thread of choreograph's is left.
-    """
-    yield
-    held, drivers._pool = drivers._pool, None
-    if held is not None:
-        held[1].shutdown(wait=True)
 
 
 @pytest.fixture

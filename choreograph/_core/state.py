@@ -28,7 +28,14 @@ class Recorder(Protocol):
     """Receives each callback's outcome once decided, before the next callback starts: the store's seam."""
 
     def check_output(self, step: str, phase: Phase, value: object) -> Exception | None:
-        """Return an error if *value* cannot be recorded (it then fails the callback)."""
+        """
+        Return an error if *value* cannot be recorded (it then fails the callback).
+
+        Called where the callback ran: for a plain callback of a parallel
+        group's branch, on a worker thread, maybe while other callbacks'
+        outcomes are recorded; the other methods are called by the thread
+        that drives the run, one at a time.
+        """
         ...
 
     def record(
