@@ -15,6 +15,7 @@ import threading
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from typing import Any
 
@@ -192,6 +193,10 @@ class _Tasks:
     """A `RunJob` whose inputs are tasks: each runs one key of a store."""
 
     is_async = False
+
+    def worker(self) -> AbstractContextManager[object]:
+        """Nothing to do: the flow's resources are closed when the command ends (see `Coordinator.close`)."""
+        return nullcontext()
 
     def run(self, task: Task, position: int, /) -> RunResult[Any]:  # noqa: ARG002 - the protocol's
         """Run the task."""
