@@ -912,7 +912,7 @@ class Coordinator(Generic[InputT]):
             flow=tuple(_packed(node) for node in self.flow),
             strict_prechecks=self._plan.strict_prechecks,
             input_type=self._input_type,
-            key=self._key,
+            key=None if self._store is None else self._key,  # only durable runs use it
             store=_store_recipe(self._store),
             resources=None if self._resources is None else dict(self._resources.factories),
         )
@@ -1049,6 +1049,9 @@ def _store_recipe(store: Store | None) -> Callable[[], Store] | None:
         )
         raise TypeError(msg)
     if isinstance(store, SqliteStore):
+        if store.path == ":memory:":
+            msg = "a SqliteStore of ':memory:' lives in this process: worker processes can't share it; give it a file"
+            raise TypeError(msg)
         _check_shippable(store.codec, "the store's codec")
         return partial(
             SqliteStore,

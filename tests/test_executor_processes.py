@@ -2,12 +2,14 @@
 
 import functools
 import itertools
+import json
 import multiprocessing
 import os
 import pickle
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -35,6 +37,7 @@ from choreograph.executors import ProcessExecutor
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
+DB = str(Path(tempfile.gettempdir()) / "choreograph-test-processes.db")  # only opened, never run
 if str(TESTS) not in sys.path:  # worker processes import the callbacks by reference: from a module on sys.path
     sys.path.insert(0, str(TESTS))
 
@@ -188,7 +191,7 @@ class Holder:
         (lambda: Coordinator[int]([Step("p", steps.double, lambda x: None)]), "step 'p', precheck"),
         (lambda: Coordinator[int]([Parallel("g", Step("inner", lambda x: x))]), "step 'inner', job"),
         (
-            lambda: Coordinator[int]([Step("s", steps.double)], store=SqliteStore(":memory:"), key=lambda x: str(x)),
+            lambda: Coordinator[int]([Step("s", steps.double)], store=SqliteStore(DB), key=lambda x: str(x)),
             "the key function",
         ),
         (
@@ -215,9 +218,10 @@ def test_unpicklable_values_are_named():
         flow.run_many([1], executor="processes", values={"lock": threading.Lock()})
 
 
-def test_a_memory_store_cant_be_shared_between_processes():
-    flow = Coordinator[int]([Step("s", steps.double)], store=MemoryStore(), key=steps.key_of)
-    with pytest.raises(TypeError, match="MemoryStore .* can't share it"):
+@pytest.mark.parametrize("store", [MemoryStore(), SqliteStore(":memory:")], ids=["memory", "sqlite-in-memory"])
+def test_a_store_in_memory_cant_be_shared_between_processes(store: Any):
+    flow = Coordinator[int]([Step("s", steps.double)], store=store, key=steps.key_of)
+    with pytest.raises(TypeError, match="can't share it"):
         flow.run_many([1], executor="processes")
 
 
@@ -566,3 +570,50 @@ def test_a_flow_with_async_callbacks_can_be_interrupted_in_a_worker():
     flow = Coordinator[int]([Step("waits", steps.waits), Step("i", steps.interrupts_on_five)])
     with pytest.raises(KeyboardInterrupt):
         list(flow.run_many(range(20), executor="processes", workers=1))
+
+
+SHOP = textwrap.dedent(
+    """
+    from dataclasses import dataclass
+
+    from choreograph import Coordinator, Step
+
+
+    @dataclass(frozen=True)
+    class Order:
+        id: str
+        amount: int
+
+
+    def charge(order: Order) -> int:
+        if order.amount > 100:
+            raise ValueError("over the limit")
+        return order.amount
+
+
+    orders = Coordinator[Order]([Step("charge", charge)])
+    """
+)
+
+
+@pytest.mark.parametrize("executor", ["processes", "async"])
+def test_the_command_line_runs_records_on_processes_and_async(tmp_path: Path, executor: str):
+    """`choreograph run --executor processes|async`: a durable batch, then the same again, restored."""
+    (tmp_path / "shop.py").write_text(SHOP, encoding="utf-8")
+    (tmp_path / "orders.csv").write_text("id,amount\nA-1,10\nA-2,250\nA-3,30\n", encoding="utf-8")
+    command = [
+        sys.executable, "-m", "choreograph", "run", "shop:orders", "orders.csv", "--store", "runs.db", "--key", "id",
+        "--executor", executor, "--workers", "2", "--output", "out.jsonl", "--no-progress",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])}
+    first = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert first.returncode == 1, first.stderr  # A-2 failed
+    lines = (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
+    assert sorted((line["key"], line["ok"]) for line in map(json.loads, lines)) == [
+        ("A-1", True), ("A-2", False), ("A-3", True)
+    ]  # fmt: skip
+    again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert again.returncode == 1, again.stderr
+    lines = (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
+    restored = {line["key"]: (line["restored"], line["resumed"]) for line in map(json.loads, lines)}
+    assert restored == {"A-1": (True, False), "A-2": (False, True), "A-3": (True, False)}
