@@ -72,7 +72,8 @@ def best_of(rounds: int, number: int, *functions: Callable[[], object]) -> list[
 def overhead(rounds: int, number: int) -> None:
     grouped = Coordinator[int]([Parallel("g", Step("a", trivial_a), Step("b", trivial_b))])
     sequence = Coordinator[int]([Step("a", trivial_a), Step("b", trivial_b)])
-    assert grouped.run(1).data_bag.job_data == sequence.run(1).data_bag.job_data
+    if grouped.run(1).data_bag.job_data != sequence.run(1).data_bag.job_data:
+        raise SystemExit("the group and the sequence disagree")
     group_s, seq_s = best_of(rounds, number, lambda: grouped.run(1), lambda: sequence.run(1))
     print(
         f"run, 2 trivial steps:   group {group_s * 1e6:8.1f} us   sequence {seq_s * 1e6:6.1f} us"

@@ -12,6 +12,7 @@ The Coordinator: a facade that registers steps and runs them, composing the core
 from __future__ import annotations
 
 import copy
+import os
 import pickle
 import sys
 import threading
@@ -963,6 +964,95 @@ class Coordinator(Generic[InputT]):
     ) -> None:
         """Call `close`."""
         self.close()
+
+    def graph(self, kind: str = "mermaid") -> str:
+        """
+        Draw the flow: a Mermaid flowchart, or the same picture as Graphviz DOT.
+
+        A start and an end; each step a box with its name, its retries and
+        timeout in small; a precheck a diamond before its step, whose
+        ``skip`` edge goes around the job; a compensation a dashed ``undo``
+        edge to a node of its own; a `Parallel` group a box (a Mermaid
+        ``subgraph``, a DOT ``cluster``) holding a fork, its branches side
+        by side and a join, nested groups nested. Any step name is safe:
+        node ids are made up, and names are escaped in labels.
+
+        Args:
+            kind: ``"mermaid"`` (a ``flowchart TD``) or ``"dot"`` (a ``digraph``).
+
+        Returns:
+            The picture's text, ending with a newline.
+
+        Raises:
+            ValueError: *kind* is not one of them (the message names them).
+
+        .. versionadded:: 0.3.0
+        """
+        from ._pictures import draw  # noqa: PLC0415 - imported when a flow is first drawn
+
+        return draw(self.flow, kind)
+
+    # -- flows as data ----------------------------------------------------------
+
+    @classmethod
+    def from_spec(cls, source: str | os.PathLike[str] | Mapping[str, object]) -> Coordinator[Any]:
+        """
+        Make a coordinator from a flow spec: a ``.json`` or ``.toml`` file, or a mapping of the same structure.
+
+        The spec holds the version of the format (``"choreograph": 1``), the
+        input type (``"input"``, optional), ``"strict_prechecks"``
+        (optional) and the ``"steps"``: each a step (``"step"``, ``"job"``,
+        and optionally ``"precheck"``, ``"retry"`` with `Retry`'s options,
+        ``"timeout"``, ``"compensate"``, ``"compensate_failed"``) or a
+        group (``"parallel"``, ``"branches"``: a list of lists of items,
+        ``"max_workers"``). Callables and classes are named
+        ``"module:qualname"`` and imported. The package ships the format as
+        a JSON Schema, ``choreograph/spec.schema.json``.
+
+        Args:
+            source: A path ending in ``.json`` or ``.toml``, or a mapping.
+
+        Returns:
+            What ``Coordinator[Input](steps, strict_prechecks=...)`` returns
+            for the spec's input type and steps (on a subclass, the subclass).
+
+        Raises:
+            SpecError: The file is missing or not valid JSON or TOML; a key is
+                unknown or missing, or a value of the wrong kind; a module does
+                not import or has no such attribute; a step's name is taken; or
+                `add_step` refused a step (its `StepDefinitionError` is the
+                ``__cause__``). The error names the place in the spec.
+
+        .. versionadded:: 0.3.0
+        """
+        from . import _spec  # noqa: PLC0415 - it builds coordinators: imported once this module is
+
+        return _spec.load(cls, source)
+
+    def to_spec(self) -> dict[str, object]:
+        """
+        Write the flow as a spec: a JSON-able dict that `from_spec` turns back into an equivalent coordinator.
+
+        Options at their defaults are left out. The spec holds the flow:
+        its input type, steps, groups and ``strict_prechecks``; not the
+        store, the ``key`` function or the listeners.
+
+        Returns:
+            The spec, with ``from_spec(c.to_spec()).to_spec() == c.to_spec()``.
+
+        Raises:
+            SpecError: A callback (or the input type, or an exception class of
+                a `Retry`) can't be named by import path: a lambda, a local
+                function, a function of ``__main__``, an object whose
+                ``module:qualname`` names something else; or a step's retry
+                policy is not a plain `Retry` (a `TenacityRetry`). The error
+                names the step and its place in the spec.
+
+        .. versionadded:: 0.3.0
+        """
+        from . import _spec  # noqa: PLC0415 - it builds coordinators: imported once this module is
+
+        return _spec.dump(self.flow, input_type=self._input_type, strict_prechecks=self._plan.strict_prechecks)
 
     def __contains__(self, name: object) -> bool:
         """Tell whether a step of this name (in any case) was added."""

@@ -438,3 +438,26 @@ class ListenerWarning(UserWarning):
 
     .. versionadded:: 0.2.0
     """
+
+
+class SpecError(ChoreographError, ValueError):
+    """
+    A flow spec can't be read (`Coordinator.from_spec`) or written (`Coordinator.to_spec`).
+
+    The message is ``where: problem``, or the problem alone for the whole
+    document (a file that is missing, or isn't valid JSON or TOML).
+
+    Attributes:
+        where: The place in the spec, as a path such as
+            ``steps[1].branches[0][0].job``; ``""`` for the whole document.
+        problem: What is wrong, in words.
+
+    .. versionadded:: 0.3.0
+    """
+
+    def __init__(self, where: str, problem: str) -> None:
+        super().__init__(where, problem)
+        self.where, self.problem = where, problem
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.problem}" if self.where else self.problem

@@ -61,7 +61,7 @@ def emits(ctx: Context[int], x: int) -> int:
 
 
 def meet(ctx: Context[int], x: int) -> int:
-    """Wait until *count* runs are in this call at once, each in a process of its own (files in ``values['folder']``)."""
+    """Wait until *count* runs are in this call at once, each in a process of its own (files in values['folder'])."""
     folder = Path(str(ctx.values["folder"]))
     count = int(str(ctx.values["count"]))
     (folder / f"{os.getpid()}-{x}").touch()

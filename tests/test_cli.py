@@ -2,6 +2,7 @@
 
 import dataclasses
 import fcntl
+import importlib
 import io
 import json
 import os
@@ -177,6 +178,46 @@ def lines(path: Path) -> list[dict[str, Any]]:
 
 
 # -- run -------------------------------------------------------------------------
+
+
+SPEC_TOML = """\
+choreograph = 1
+input = "cli_flows:Order"
+
+[[steps]]
+step = "validate"
+job = "cli_flows:validate"
+
+[[steps]]
+parallel = "after"
+branches = [
+  [{step = "charge", job = "cli_flows:charge"}],
+  [{step = "notify", job = "cli_flows:notify", precheck = "cli_flows:only_express"}],
+]
+"""
+
+
+def test_a_spec_file_is_a_target(cli: Cli):
+    """A TOML spec as TARGET: its input type converts the records, its group runs, `graph` draws it."""
+    cli.write("orders.csv", ORDERS_CSV)
+    cli.write("flow.toml", SPEC_TOML)
+    done = cli("run", "flow.toml", "orders.csv", "--store", "runs.db", "--key", "id", "--output", "-")
+    assert done.returncode == 1, done.stderr
+    by_key = {line["key"]: line for line in map(json.loads, done.stdout.splitlines())}
+    assert by_key["A-1"]["outputs"] == {"validate": "10.50", "charge": "charged 10.50", "notify": "sent"}
+    assert by_key["A-2"]["failed_step"] == "charge"
+    assert summary(done.stderr)["skipped steps"] == 1
+    drawn = cli("graph", "flow.toml")
+    assert drawn.returncode == 0, drawn.stderr
+    assert 'subgraph g2_after["after"]' in drawn.stdout
+    shown = cli("show", "--store", "runs.db", "A-1", "--json")
+    timeline = json.loads(shown.stdout)["timeline"]
+    assert (timeline[0]["step"], timeline[0]["outcome"]) == ("validate", "ok")
+    assert sorted(c["step"] for c in timeline) == ["charge", "notify", "notify", "validate"]  # precheck and job
+    assert all(c["started"] >= 0 and c["seconds"] >= 0 for c in timeline)
+    text = cli("show", "--store", "runs.db", "A-1").stdout
+    assert "timeline (generation 1;" in text
+    assert len(re.findall(r"^  (validate|charge|notify) .*\|[ \u2588]{40}\|$", text, re.MULTILINE)) == 4
 
 
 def test_run_a_batch_with_good_and_failing_records(cli: Cli):
@@ -649,6 +690,53 @@ def test_rerun_from_a_step(batch: Cli):
     assert unknown.returncode == 2
 
 
+# -- graph -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "kind"), [([], "mermaid"), (["--format", "mermaid"], "mermaid"), (["--format", "dot"], "dot")]
+)
+def test_graph_prints_the_flow(here: Path, options: list[str], kind: str):
+    """`graph TARGET` prints `coordinator.graph()` on standard output: Mermaid by default, DOT with --format dot."""
+    from click.testing import CliRunner
+
+    from choreograph.cli._commands import cli as command
+
+    flows = importlib.import_module("cli_flows")
+    done = CliRunner().invoke(command, ["graph", "cli_flows:orders", *options])
+    assert done.exit_code == 0, done.output
+    assert done.stdout == flows.orders.graph(kind)
+    assert done.stdout.startswith("flowchart TD\n" if kind == "mermaid" else 'digraph "flow" {\n')
+    assert '["charge"]' in done.stdout or '"s2_charge" [label="charge"' in done.stdout
+
+
+def test_graph_mistakes_are_usage_errors(here: Path):
+    """A TARGET that is not a coordinator, or another format: status 2, one line."""
+    from click.testing import CliRunner
+
+    from choreograph.cli._commands import cli as command
+
+    for args, message in [
+        (["graph", "cli_flows:not_a_flow"], "is a int, not a choreograph Coordinator"),
+        (["graph", "cli_flows:orders", "--format", "svg"], "'svg' is not one of 'mermaid', 'dot'"),
+        (["graph"], "Missing argument 'TARGET'"),
+    ]:
+        done = CliRunner().invoke(command, args)
+        assert done.exit_code == 2, args
+        assert message in done.output
+        assert done.stdout == ""
+        assert "Traceback" not in done.output
+
+
+def test_graph_in_a_subprocess(cli: Cli):
+    """`python -m choreograph graph` prints the picture and exits 0."""
+    done = cli("graph", "cli_flows:orders", "--format", "dot")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith('digraph "flow" {')
+    assert done.stdout.endswith("}\n")
+    assert done.stderr == ""
+
+
 # -- mistakes: one line, status 2 ----------------------------------------------------------
 
 
@@ -662,7 +750,11 @@ def test_rerun_from_a_step(batch: Cli):
         (["run", "cli_flows:missing", "x.csv"], "cli_flows has no attribute 'missing'"),
         (["run", "cli_flows:not_a_flow", "x.csv"], "TARGET 'cli_flows:not_a_flow' is a int, not a choreograph"),
         (["run", "cli_flows", "x.csv"], "TARGET must be module:attribute"),
-        (["run", "flows/orders.toml", "x.csv"], "flow spec files are not supported yet"),
+        (["run", "flows/orders.toml", "x.csv"], "TARGET 'flows/orders.toml': no such spec file"),
+        (
+            ["graph", "bad_spec.toml"],
+            "bad_spec.toml': SpecError: steps[0].job: module 'cli_flows' has no attribute 'nope'",
+        ),
         (["run", "cli_flows:orders", "x.csv"], "cannot read INPUT 'x.csv'"),
         (["run", "cli_flows:orders", "."], "INPUT '.' is a folder"),
         (["run", "cli_flows:orders", "bad.json"], "INPUT 'bad.json' is not JSON"),
@@ -696,6 +788,9 @@ def test_mistakes_are_one_line_and_status_2(
     (here / "plain.txt").write_text("hello\n", encoding="utf-8")
     (here / "ok.csv").write_text("id,amount\nA,1\n", encoding="utf-8")
     (here / "latin.csv").write_bytes("id,amount\n\xe9,1\n".encode("latin-1"))
+    (here / "bad_spec.toml").write_text(
+        'choreograph = 1\n[[steps]]\nstep = "a"\njob = "cli_flows:nope"\n', encoding="utf-8"
+    )
 
     assert run_command(args) == 2
     err = capsys.readouterr().err
@@ -723,7 +818,7 @@ def test_help_and_version(cli: Cli):
     )
     assert done.returncode == 0
     commands = re.findall(r"^  (\w+)  ", done.stdout.split("Commands:")[1], re.MULTILINE)
-    assert commands == ["run", "runs", "show", "resume", "rerun", "store"]
+    assert commands == ["run", "runs", "show", "resume", "rerun", "graph", "store"]
     assert cli("--version").stdout.startswith("choreograph ")
     bare = cli()
     assert bare.returncode == 2

@@ -34,6 +34,7 @@ EXAMPLES = {
     "docs/architecture.md": 1,
     "docs/guide/listeners.md": 1,
     "docs/guide/parallel.md": 1,
+    "docs/guide/pictures.md": 2,
     "docs/guide/executors.md": 5,
 }
 

@@ -22,6 +22,7 @@ from choreograph import (
     RunCancelled,
     RunResult,
     Skip,
+    SpecError,
     Step,
     StepDefinitionError,
     StepError,
@@ -276,6 +277,7 @@ EXCEPTIONS = {
     CallbackTimeout: (TimeoutError,),
     PrecheckFailed: (),
     InputError: (),
+    SpecError: (ValueError,),
 }
 
 
@@ -284,7 +286,7 @@ def test_hierarchy(cls, builtins):
     """Each exception is a ChoreographError and exactly the builtin errors it stands for."""
     assert issubclass(cls, ChoreographError)
     assert issubclass(cls, Exception)
-    for builtin in (TypeError, LookupError, TimeoutError):
+    for builtin in (TypeError, LookupError, TimeoutError, ValueError):
         assert issubclass(cls, builtin) is (builtin in builtins), builtin
 
 
@@ -319,6 +321,7 @@ def test_every_public_exception_is_a_choreograph_error():
         (StoredError("app.Boom", "it broke"), {"type_name": "app.Boom", "message": "it broke"}),
         (PrecheckFailed("check", KeyError("amout")), {"step": "check"}),
         (InputError(7, TypeError("no")), {"position": 7}),
+        (SpecError("steps[1].job", "no attribute 'x'"), {"where": "steps[1].job", "problem": "no attribute 'x'"}),
     ],
 )
 def test_durable_run_errors_survive_pickling_with_their_fields(error, fields):

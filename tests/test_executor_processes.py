@@ -28,8 +28,8 @@ from choreograph import (
     Parallel,
     RunResult,
     SqliteStore,
-    StoredError,
     Step,
+    StoredError,
     UnstorableOutput,
 )
 from choreograph.events import CallbackFinished, CallbackStarted, Emitted, RunFinished, RunStarted
@@ -191,7 +191,7 @@ class Holder:
         (lambda: Coordinator[int]([Step("p", steps.double, lambda x: None)]), "step 'p', precheck"),
         (lambda: Coordinator[int]([Parallel("g", Step("inner", lambda x: x))]), "step 'inner', job"),
         (
-            lambda: Coordinator[int]([Step("s", steps.double)], store=SqliteStore(DB), key=lambda x: str(x)),
+            lambda: Coordinator[int]([Step("s", steps.double)], store=SqliteStore(DB), key=lambda x: f"{x}"),
             "the key function",
         ),
         (
@@ -202,7 +202,7 @@ class Holder:
     ids=["lambda", "local", "bound-method", "precheck", "in-a-group", "key", "resource"],
 )
 def test_what_cant_be_shipped_is_named_before_any_input_is_taken(make: Any, named: str):
-    """A callback, key function or resource factory that doesn't pickle: a TypeError naming it, when run_many is called."""
+    """A callback, key function or resource factory that doesn't pickle: a TypeError naming it, from run_many."""
     source = Source(iter(range(10)))
     flow = make()
     with pytest.raises(TypeError, match="can't be sent to worker processes") as raised:
@@ -272,7 +272,7 @@ def test_a_job_that_is_not_a_coordinators_is_refused():
     class Job:
         is_async = False
 
-        def run(self, input: int, position: int) -> RunResult[int]:
+        def run(self, item: int, position: int) -> RunResult[int]:  # noqa: ARG002
             raise AssertionError
 
     with pytest.raises(TypeError, match="ShippableJob"):
@@ -305,7 +305,7 @@ def test_spawn_works_too():
 
 
 def test_events_of_worker_runs_reach_the_listeners_here_each_runs_in_order():
-    """Listeners, listen(), on_success and on_failure are called in this process and thread, each run's events in order."""
+    """Listeners, listen(), on_success, on_failure: called in this process and thread, each run's events in order."""
     events: list[Any] = []
     heard: list[Any] = []
     outcomes: list[tuple[str, int, int, str]] = []
@@ -412,7 +412,7 @@ def test_an_input_that_does_not_pickle_fails_alone():
 def test_results_pickle_with_their_fields():
     """A RunResult survives a pickle round trip: what travels back from workers."""
     result = Coordinator[int]([Step("fails", steps.fails_on_three), Step("d", steps.double)]).run(3)
-    back = pickle.loads(pickle.dumps(result))
+    back = pickle.loads(pickle.dumps(result))  # noqa: S301 - our own
     assert back.input == 3
     assert isinstance(back.fatal, JobFailed)
     assert back.trace == result.trace

@@ -46,6 +46,14 @@ def test_the_wheel_declares_the_mit_licence_and_only_the_runtime_dependencies(wh
     assert not any(name.startswith(("tests/", "benchmarks/", "examples/", "docs/")) for name in names)
 
 
+def test_the_wheel_ships_the_spec_schema(wheel: Path):
+    """`choreograph/spec.schema.json`, the JSON Schema of flow specs, is in the wheel as the package has it."""
+    with zipfile.ZipFile(wheel) as archive:
+        assert "choreograph/spec.schema.json" in archive.namelist()
+        shipped = archive.read("choreograph/spec.schema.json")
+    assert shipped == (ROOT / "choreograph" / "spec.schema.json").read_bytes()
+
+
 def test_importing_choreograph_imports_no_optional_dependency():
     """`import choreograph` (and its public subpackages) loads none of the optional libraries."""
     code = (

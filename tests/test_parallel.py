@@ -30,7 +30,7 @@ from choreograph import (
     UnassignableInput,
     get_data_bag,
 )
-from choreograph.events import CallbackFinished, CallbackStarted, RunEvent
+from choreograph.events import CallbackFinished, CallbackStarted, Emitted, RunEvent, RunFinished
 
 WAIT = 10.0  # seconds a test waits for another thread before it fails
 
@@ -592,3 +592,23 @@ def test_run_many_runs_group_flows() -> None:
     results = sorted(flow.run_many(range(50), workers=4), key=lambda r: r.input)
     assert [r.data_bag.get_job_data("double") for r in results] == [2 * x for x in range(50)]
     assert [r.data_bag.get_job_data("square") for r in results] == [x * x for x in range(50)]
+
+
+def test_emitted_events_of_branch_callbacks_come_from_their_threads_at_once() -> None:
+    seen: list[tuple[str, str, bool]] = []
+    finished = threading.Event()
+
+    def emits(ctx: Context[Any]) -> None:
+        ctx.emit("progress", ctx.step)
+        assert not finished.is_set()  # the event arrived while the callback was still running
+
+    def listener(event: RunEvent) -> None:
+        if isinstance(event, Emitted):
+            seen.append((str(event.payload), threading.current_thread().name, finished.is_set()))
+        if isinstance(event, RunFinished):
+            finished.set()
+
+    Coordinator([Parallel("g", Step("a", emits), Step("b", emits))], listeners=[listener]).run()
+    assert sorted(payload for payload, _, _ in seen) == ["a", "b"]
+    assert all(thread.startswith("choreograph-branch") for _, thread, _ in seen)
+    assert not any(late for _, _, late in seen)

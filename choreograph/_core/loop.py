@@ -92,12 +92,14 @@ def forward(  # noqa: C901, PLR0912 - the common case of `conclude` inline: it i
     restored = run.restored
     index = start
     while index < len(entries):
-        if run.fatal is not None:  # a branch's fatal error, elsewhere: nothing new starts
+        if slots is not None and run.fatal is not None:  # another branch's fatal error: nothing new starts
             return
         entry = entries[index]
         group = entry.group
         if group is not None:
             yield from gather(run, group)
+            if run.fatal is not None:
+                return
             index += 1
             continue
         st = entry.step
@@ -127,6 +129,7 @@ def forward(  # noqa: C901, PLR0912 - the common case of `conclude` inline: it i
                     "ok",
                     base + 1,
                     _clock() - started,
+                    started,
                     None,
                     output if cb.has_output else MISSING,
                 )
@@ -137,7 +140,7 @@ def forward(  # noqa: C901, PLR0912 - the common case of `conclude` inline: it i
             called: Called = (output, error, base + 1, False)
         else:
             called = yield from call(run, ctx, cb, st.name, started, base, first, slots)
-        verdict = conclude(run, entry, called, _clock() - started)
+        verdict = conclude(run, entry, called, started)
         if verdict is Verdict.GO_ON:
             index += 1
         elif verdict is Verdict.SKIP_JOB:
@@ -160,18 +163,19 @@ def refuse(run: RunState, entry: Entry) -> bool:
         return True
     if cb.check_input is not None and not cb.check_input(run.input):
         run.fatal = error = UnassignableInput(st.name, cb.role, cb.input_hint, type_name(run.input))
-        record.finished(run, st.name, cb.role, "failed", 0, 0.0, error)
+        record.finished(run, st.name, cb.role, "failed", 0, 0.0, None, error)
         return True
     return False
 
 
-def conclude(run: RunState, entry: Entry, called: Called, seconds: float) -> Verdict:  # noqa: C901 - the outcome rules in order
+def conclude(run: RunState, entry: Entry, called: Called, started: float) -> Verdict:  # noqa: C901 - the outcome rules in order
     """Apply a callback's outcome to the run: DataBag, error stack, fatal error; record it."""
     st, cb = entry.step, entry.callback
     name, role = st.name, cb.role
     output, err, attempts, expired = called
+    seconds = _clock() - started
     if expired:
-        return cancelled(run, name, role, attempts, seconds)
+        return cancelled(run, name, role, attempts, seconds, started)
     outcome: Outcome
     outcome, verdict = ("ok", Verdict.GO_ON) if err is None else decide(role, err, strict=run.plan.strict_prechecks)
     stored: object = MISSING  # what went into the DataBag
@@ -184,7 +188,7 @@ def conclude(run: RunState, entry: Entry, called: Called, seconds: float) -> Ver
             run.precheck_data[st.key] = stored = err.output
         else:
             err = unstorable
-    record.finished(run, name, role, outcome, attempts, seconds, err, stored)
+    record.finished(run, name, role, outcome, attempts, seconds, started, err, stored)
     if err is None:
         if cb.is_job:
             run.completed.append(st)
@@ -196,16 +200,16 @@ def conclude(run: RunState, entry: Entry, called: Called, seconds: float) -> Ver
         if cb.is_job and st.compensate_failed:
             run.completed.append(st)
     else:
-        record.finished(run, name, "job", "skipped", 0, 0.0)
+        record.finished(run, name, "job", "skipped", 0, 0.0, None)
     return verdict
 
 
-def cancelled(run: RunState, name: str, role: Phase, attempts: int, seconds: float) -> Verdict:
+def cancelled(run: RunState, name: str, role: Phase, attempts: int, seconds: float, started: float) -> Verdict:
     """The run's timeout cancelled a callback: the run stops (see `conclude`)."""
     fatal = RunCancelled(run.timeout or 0.0, name)
     if run.fatal is None:  # the first fatal error is the run's (branches may stop at once)
         run.fatal = fatal
-    record.finished(run, name, role, "canceled", attempts, seconds, fatal)
+    record.finished(run, name, role, "canceled", attempts, seconds, started, fatal)
     return Verdict.STOP
 
 
@@ -235,6 +239,7 @@ def compensate(run: RunState, ctx: Context[Any] | None) -> Loop:
             continue
         name = st.name
         error: BaseException | None
+        started: float | None = None
         if cb.check_input is not None and not cb.check_input(run.input):
             error, attempts, seconds = (
                 UnassignableInput(name, "compensate", cb.input_hint, type_name(run.input)),
@@ -247,6 +252,6 @@ def compensate(run: RunState, ctx: Context[Any] | None) -> Loop:
             _, error, attempts, _ = yield from call(run, ctx, cb, name, started, base)
             seconds = _clock() - started
         outcome, _ = decide("compensate", error)
-        record.finished(run, name, "compensate", outcome, attempts, seconds, error)
+        record.finished(run, name, "compensate", outcome, attempts, seconds, started, error)
         if error is not None:
             errors.append(StepError(name, "compensate", error))

@@ -41,15 +41,18 @@ def finished(
     outcome: Outcome,
     attempts: int,
     seconds: float,
+    started: float | None,
     error: BaseException | None = None,
     output: object = MISSING,
 ) -> None:
     """
     A callback's outcome was decided: trace it, record it in the store, tell the listeners.
 
-    *output* is what went into the DataBag, or `MISSING`.
+    *started* is `time.perf_counter` when it started (``None``: it was not
+    called, and is passed over now); *output* is what went into the DataBag,
+    or `MISSING`.
     """
-    began = _clock() - seconds - run.began
+    began = (_clock() if started is None else started) - run.began
     run.calls.append((step, phase, outcome, seconds, attempts, False, began))  # type: ignore[union-attr]  # the loop made it
     if run.recorder is not None:
         run.recorder.record(step, phase, outcome, output, error, attempts, seconds)

@@ -10,6 +10,7 @@ from returns.result import Failure, Result, Success
 
 from .._errors import ChoreographError, Phase, StepError
 from .bag import DataBag
+from .timeline import gantt
 
 InputT_co = TypeVar("InputT_co", covariant=True)
 
@@ -191,6 +192,27 @@ class RunResult(Generic[InputT_co]):
     def compensation_errors(self) -> tuple[StepError, ...]:
         """The errors of the compensations that failed, in the order they ran."""
         return tuple(self._run.compensation_errors)
+
+    def timeline(self) -> str:
+        """
+        Draw this run's calls as a Mermaid ``gantt`` chart, positioned by when each started.
+
+        A section per step holds its precheck and job (steps of parallel
+        branches overlap in time), and the compensations come last, in a
+        section of their own. Failed calls are marked ``crit``, canceled ones
+        ``active``, a job skipped by its precheck is a ``milestone``, and
+        restored calls are ``done``; each bar is named with its phase,
+        outcome and wall time. Bars are placed to the millisecond, and a
+        very short call is drawn 1% of the chart wide, so that it shows.
+        Only the trace is read: a result read from a store or unpickled is
+        drawn the same.
+
+        Returns:
+            The chart's Mermaid text, ending with a newline.
+
+        .. versionadded:: 0.3.0
+        """
+        return gantt(self.trace, run_id=self._run.run_id, key=self._run.key, fatal=self._run.fatal)
 
     def raise_for_fatal(self) -> RunResult[InputT_co]:
         """

@@ -177,6 +177,24 @@ def rerun(target: str, store: str, from_step: str, keys: tuple[str, ...], no_pro
     return rerun_keys(target=target, store_location=store, from_step=from_step, keys=keys, progress=not no_progress)
 
 
+@cli.command(context_settings=_SETTINGS)
+@click.argument("target")
+@click.option(
+    "--format",
+    "kind",
+    type=click.Choice(["mermaid", "dot"]),
+    default="mermaid",
+    show_default=True,
+    help="A Mermaid flowchart, or Graphviz DOT (render it with: dot -Tsvg).",
+)
+def graph(target: str, kind: str) -> int:
+    """Print TARGET's flow as a picture: its steps, prechecks, compensations and parallel groups."""
+    from ._target import load_target  # noqa: PLC0415
+
+    click.echo(load_target(target).graph(kind), nl=False)
+    return 0
+
+
 @cli.group(context_settings=_SETTINGS)
 def store() -> None:
     """Check or clean a store."""

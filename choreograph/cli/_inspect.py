@@ -19,6 +19,7 @@ import click
 from .._errors import StoreError
 from ..durable.codec import StoredError
 from ..durable.protocol import Event, RunInfo, Status, Store
+from ..durable.replay import began
 from ..durable.runlist import STATUSES
 from ._records import jsonable
 from ._target import inspect_store, open_store
@@ -211,6 +212,18 @@ def show_key(*, store_location: str, key: str, as_json: bool) -> int:
         if record["phase"] == "job" and record["output"] is not None:
             outputs[str(record["step"])] = record["output"]
     errors = [{"step": r["step"], "phase": r["phase"], **r["error"]} for r in latest if isinstance(r["error"], dict)]
+    current = [event for event in events if event.generation == info.generation]
+    base = began(current)
+    timeline = [
+        {
+            "step": e.step,
+            "phase": e.phase,
+            "outcome": e.outcome,
+            "started": round(e.at - e.seconds - base, 6),
+            "seconds": e.seconds,
+        }
+        for e in current
+    ]
     if as_json:
         _echo_json(
             jsonable(
@@ -220,12 +233,40 @@ def show_key(*, store_location: str, key: str, as_json: bool) -> int:
                     "events": records,
                     "outputs": outputs,
                     "errors": errors,
+                    "timeline": timeline,
                 }
             )
         )
         return 0
     _print_key(info, stored_input, records, outputs, errors)
+    _print_timeline(info.generation, timeline)
     return 0
+
+
+#: Columns of a timeline's bars.
+_BAR = 40
+
+
+def _print_timeline(generation: int, calls: list[dict[str, Any]]) -> None:
+    """
+    Print the current generation's calls as bars on one time axis: calls of parallel branches overlap.
+
+    Each call's bar starts where it started (from the generation's first
+    callback's start, as `Call.started` counts for a restored call) and is as
+    long as it took, at least one column.
+    """
+    if not calls:
+        return
+    end = max(call["started"] + call["seconds"] for call in calls) or 1.0
+    click.echo(f"\ntimeline (generation {generation}; {end:.3f} s from its first callback's start)")
+    rows = []
+    for call in calls:
+        first = min(_BAR - 1, int(call["started"] / end * _BAR))
+        width = max(1, round(call["seconds"] / end * _BAR))
+        bar = " " * first + "\u2588" * min(width, _BAR - first)
+        rows.append((call["step"], call["phase"], call["outcome"], f"{call['started']:.3f} s", f"|{bar:<{_BAR}}|"))
+    for line in _aligned(rows, right=(3,)):
+        click.echo("  " + line)
 
 
 def _print_key(

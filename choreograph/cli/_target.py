@@ -31,11 +31,12 @@ def load_target(target: str) -> Coordinator[Any]:
     """
     Import TARGET, ``module:attribute`` (the attribute may be dotted), and return the coordinator it names.
 
+    A TARGET ending ``.json`` or ``.toml`` is a flow spec file instead (see `Coordinator.from_spec`).
+
     The current folder comes first on ``sys.path``, as for ``python -m``.
     """
     if target.endswith(SPEC_FILES):
-        # Spec files come with `Coordinator.from_spec` (flow graphs), not yet in this choreograph.
-        raise click.UsageError(f"TARGET {target!r}: flow spec files are not supported yet; name a module:attribute")
+        return _load_spec(target)
     module_name, colon, attribute = target.partition(":")
     if not colon or not module_name or not attribute:
         raise click.UsageError(f"TARGET must be module:attribute (for example shop.flows:orders), got {target!r}")
@@ -47,6 +48,20 @@ def load_target(target: str) -> Coordinator[Any]:
     if not isinstance(found, Coordinator):
         raise click.UsageError(f"TARGET {target!r} is a {type(found).__name__}, not a choreograph Coordinator")
     return found
+
+
+def _load_spec(target: str) -> Coordinator[Any]:
+    """Load a flow spec file (`Coordinator.from_spec`), importing what it names with the current folder first."""
+    path = Path(target)
+    if not path.is_file():
+        raise click.UsageError(f"TARGET {target!r}: no such spec file")
+    here = str(Path.cwd())
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    try:
+        return Coordinator.from_spec(path)
+    except ChoreographError as exc:  # SpecError names the place in the spec
+        raise click.UsageError(f"TARGET {target!r}: {_one_line(exc)}") from exc
 
 
 def _import(module_name: str, target: str) -> object:

@@ -21,6 +21,7 @@ from choreograph import (
     DataBag,
     Event,
     MemoryStore,
+    Parallel,
     Retry,
     RunResult,
     Step,
@@ -132,3 +133,35 @@ def durable_reruns(event: Event) -> None:
     assert_type(coordinator.rerun(42, from_step="charge", values={"db": 1}, timeout=5), RunResult[Rec])
     coordinator.rerun("k", "charge")  # type: ignore[call-arg]  # pyright: ignore[reportCallIssue]
     assert_type(event.traceback, str | None)
+
+
+def parallel_groups() -> None:
+    def credit(rec: Rec) -> bool:
+        return rec.id > 0
+
+    def reserve(rec: Rec) -> str:
+        return str(rec.id)
+
+    checks = Parallel(
+        "checks", Step("credit", credit), [Step("reserve", reserve), Step("again", reserve)], max_workers=2
+    )
+    flow = Coordinator[Rec]([Step("first", reserve), checks])
+    assert_type(flow.add_step(Parallel("more", Step("x", credit))), Parallel)
+    assert_type(flow.flow, tuple[Step[object] | Parallel, ...])
+    assert_type(checks.branches, tuple[tuple[Step[Any] | Parallel, ...], ...])
+    assert_type(checks.max_workers, int | None)
+    result = flow.run(Rec(1))
+    assert_type(result.trace_of("credit"), tuple[Call, ...])
+    assert_type(result.trace[0].started, float)
+    Parallel("bad", 3)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    Parallel("bad", Step("x", credit), max_workers="2")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+
+
+def flows_as_data_and_pictures() -> None:
+    flow = Coordinator.from_spec("flows/orders.toml")
+    typed: Coordinator[Rec] = Coordinator.from_spec({"choreograph": 1, "steps": []})
+    assert_type(flow.to_spec(), dict[str, object])
+    assert_type(typed.graph(), str)
+    assert_type(typed.graph("dot"), str)
+    assert_type(typed.run(Rec(1)).timeline(), str)
+    Coordinator.from_spec(42)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
