@@ -10,9 +10,12 @@ folder in the run's ``values``.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
+import sys
 import threading
 import time
+import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -158,3 +161,19 @@ def is_emitted(event: object) -> bool:
 
 def size(record: dict[str, int]) -> int:
     return len(record)
+
+
+class WorkerOnly:
+    """A class whose module exists only in worker processes (see `worker_only`)."""
+
+
+if multiprocessing.parent_process() is not None:  # in a worker process: register the module there only
+    _ONLY = types.ModuleType("choreograph_worker_only")
+    WorkerOnly.__module__ = _ONLY.__name__
+    _ONLY.WorkerOnly = WorkerOnly  # type: ignore[attr-defined]
+    sys.modules[_ONLY.__name__] = _ONLY
+
+
+def worker_only(x: int) -> object:
+    """An output the calling process can't unpickle: its class's module is the worker's own."""
+    return WorkerOnly()

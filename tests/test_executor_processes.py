@@ -409,6 +409,15 @@ def test_an_input_that_does_not_pickle_fails_alone():
     assert fatal.position == 1
 
 
+def test_a_report_that_cant_be_unpickled_here_fails_its_record():
+    """An output of a class only the worker can import: that record fails with the error; the others go on."""
+    flow = Coordinator[int]([Step("only", steps.worker_only)])
+    (result,) = flow.run_many([1], executor="processes", workers=1)
+    assert isinstance(result.fatal, InputError)
+    assert isinstance(result.fatal.error, ModuleNotFoundError)
+    assert result.input == 1
+
+
 def test_results_pickle_with_their_fields():
     """A RunResult survives a pickle round trip: what travels back from workers."""
     result = Coordinator[int]([Step("fails", steps.fails_on_three), Step("d", steps.double)]).run(3)

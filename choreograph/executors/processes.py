@@ -356,11 +356,14 @@ class _Pool(Generic[InputT]):
             if not self._stopping:
                 raise pickle.loads(payload)  # noqa: S301 - from our own worker process
             return
-        if kind == _UNREADABLE:
-            error = pickle.loads(payload)  # noqa: S301 - from our own worker process
-            result = self._job.failed(item, position, error)  # type: ignore[arg-type]
-        else:
-            result = self._job.receive(payload)
+        try:
+            if kind == _UNREADABLE:
+                error = pickle.loads(payload)  # noqa: S301 - from our own worker process
+                result = self._job.failed(item, position, error)  # type: ignore[arg-type]
+            else:
+                result = self._job.receive(payload)
+        except Exception as exc:  # noqa: BLE001 - a report that can't be unpickled here (a class only the worker has)
+            result = self._job.failed(item, position, exc)  # type: ignore[arg-type]
         if not self._stopping:
             self._done.append((position, result))
 

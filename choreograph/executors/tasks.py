@@ -45,8 +45,8 @@ _GROWTH: Final = 1024
 #: ``AsyncExecutor()``'s tasks at once when not told.
 DEFAULT_TASKS: Final = 100
 
-_Report = tuple[int, "RunResult[InputT] | BaseException | None"]
-_DONE: Final = (-1, None)
+#: What the loop's thread reports: results (a batch of ``(position, result)``), an error, or None when it stopped.
+_Report = list[tuple[int, "RunResult[InputT]"]] | BaseException | None
 
 
 def check_tasks(workers: object) -> int:
@@ -109,6 +109,9 @@ class _Loop(Generic[InputT]):
         self._yielded = 0  # results yielded; written by the consumer only
         self._stopping = False
         self._reports: queue.SimpleQueue[_Report[InputT]] = queue.SimpleQueue()
+        # Results of async runs go to the consumer in batches, once per turn of the loop, not one by one.
+        self._batch: list[tuple[int, RunResult[InputT]]] = []
+        self._flushing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._room: asyncio.Event | None = None
         self._waiting = False  # a task waits for room in the window
@@ -126,16 +129,19 @@ class _Loop(Generic[InputT]):
                 asyncio.run(self._main())
         except BaseException as exc:  # noqa: BLE001 - reported to the consumer, which raises it
             self._stopping = True
-            self._reports.put((-1, exc))
+            self._reports.put(exc)
         finally:
-            self._reports.put(_DONE)
+            self._reports.put(None)
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._room = asyncio.Event()
         tasks = [asyncio.ensure_future(self._work()) for _ in range(self._workers)]
         # Every task ends by itself: at the end of the inputs, on a stop, or on an error (which stops the others).
-        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            self._flush()
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
@@ -161,12 +167,18 @@ class _Loop(Generic[InputT]):
         return None
 
     async def _work(self) -> None:
-        job, put = self._job, self._reports.put
+        job, put, batch = self._job, self._reports.put, self._batch
         run_async = job.run_async if job.is_async else None
         try:
             while (taken := await self._take()) is not None:
                 position, item = taken
-                put((position, job.run(item, position) if run_async is None else await run_async(item, position)))
+                if run_async is None:  # plain callbacks: nothing else runs meanwhile, so no batch to wait for
+                    put([(position, job.run(item, position))])
+                    continue
+                batch.append((position, await run_async(item, position)))
+                if not self._flushing:
+                    self._flushing = True
+                    asyncio.get_running_loop().call_soon(self._flush)
         except BaseException:
             self._stopping = True  # the other tasks take nothing more
             self._make_room()
@@ -180,6 +192,13 @@ class _Loop(Generic[InputT]):
             room.clear()
             await room.wait()
 
+    def _flush(self) -> None:
+        """Hand the results of this turn of the loop to the consumer."""
+        self._flushing = False
+        if self._batch:
+            self._reports.put(self._batch[:])
+            self._batch.clear()
+
     def _make_room(self) -> None:
         """Wake the tasks waiting for room in the window (in the loop's thread)."""
         self._waiting = False
@@ -188,6 +207,7 @@ class _Loop(Generic[InputT]):
 
     def _wake(self) -> None:
         """Wake the tasks waiting for room, from the consumer's thread."""
+        self._waiting = False  # once is enough: a task that waits again from now on is woken by this wake too
         loop = self._loop
         if loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
@@ -197,16 +217,17 @@ class _Loop(Generic[InputT]):
         """Yield the results as they come (or in input order), until the loop stopped."""
         order: Order[InputT] = Order(ordered=ordered)
         while True:
-            position, report = self._reports.get()
+            report = self._reports.get()
             if report is None:
                 return
             if isinstance(report, BaseException):
                 raise report
-            for result in order.add(position, report):
-                self._yielded += 1
-                if self._waiting:
-                    self._wake()
-                yield result
+            for position, done in report:
+                for result in order.add(position, done):
+                    self._yielded += 1
+                    if self._waiting:
+                        self._wake()
+                    yield result
 
     def stop(self) -> None:
         """Stop taking inputs and wait for the runs in flight (a second interruption stops the wait)."""
