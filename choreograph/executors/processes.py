@@ -49,6 +49,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import selectors
 import signal
 import threading
 import traceback
@@ -246,9 +247,14 @@ class _Pool(Generic[InputT]):
         self._stopping = False
         self._again: deque[tuple[int, object]] = deque()  # inputs of a dead worker it never started
         self._done: deque[tuple[int, RunResult[InputT]]] = deque()
+        # The workers' pipes and sentinels, waited on at once (as `multiprocessing.connection.wait` does, once).
+        self._selector = selectors.PollSelector() if hasattr(selectors, "PollSelector") else selectors.SelectSelector()
 
     def _start(self) -> None:
-        self._workers.append(_Worker(self._context, self._recipe, self._started))
+        worker = _Worker(self._context, self._recipe, self._started)
+        self._workers.append(worker)
+        self._selector.register(worker.results, selectors.EVENT_READ, worker)  # type: ignore[arg-type]
+        self._selector.register(worker.process.sentinel, selectors.EVENT_READ, worker)
         self._started += 1
 
     def _next(self) -> tuple[int, object] | None:
@@ -305,27 +311,31 @@ class _Pool(Generic[InputT]):
 
     def _wait(self) -> None:
         """Wait for a message from a worker, or for a worker's end, and take them."""
-        from multiprocessing.connection import wait  # noqa: PLC0415 - only when a pool runs
+        for key, _ in self._selector.select():
+            worker: _Worker = key.data
+            if worker not in self._workers:  # it ended earlier in this round
+                continue
+            if key.fileobj != worker.process.sentinel:  # its pipe
+                try:
+                    message = worker.results.recv_bytes()  # one per wake-up: the pipe stays readable if there is more
+                except (EOFError, OSError):
+                    self._ended(worker)
+                else:
+                    self._message(worker, message)
+            else:
+                self._ended(worker)
 
-        owners: dict[Any, _Worker] = {}
-        for worker in self._workers:
-            owners[worker.results] = owners[worker.process.sentinel] = worker
-        for ready in wait(list(owners)):
-            if owners[ready] in self._workers:
-                self._read(owners[ready])
-
-    def _read(self, worker: _Worker) -> None:
-        """Take what *worker* sent; if it ended, take the rest, and deal with what it held."""
+    def _ended(self, worker: _Worker) -> None:
+        """*worker*'s process ended: take what it sent before, and deal with what it held."""
         try:
-            while worker.results.poll():
+            while True:  # its end of the pipe is closed: what is left, then the end of file
                 self._message(worker, worker.results.recv_bytes())
         except (EOFError, OSError):
             pass
-        else:
-            if worker.process.exitcode is None:
-                return
         worker.process.join()
         self._workers.remove(worker)
+        self._selector.unregister(worker.results)  # type: ignore[arg-type]
+        self._selector.unregister(worker.process.sentinel)
         worker.close()
         if not worker.ready:
             code = worker.process.exitcode
@@ -382,6 +392,7 @@ class _Pool(Generic[InputT]):
                 worker.process.join()
                 worker.close()
             self._workers.clear()
+            self._selector.close()
 
 
 def _preload(context: Any) -> None:
