@@ -16,7 +16,16 @@ import os
 import pickle
 import sys
 import threading
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from functools import partial
@@ -836,7 +845,7 @@ class Coordinator(Generic[InputT]):
 
     def _batch(self, values: Mapping[str, object] | None, timeout: float | None, *, fresh: bool) -> _BoundRun[InputT]:
         """Check the options of a batch, and bind the runs to them."""
-        validate_timeout(timeout, "timeout")
+        timeout = validate_timeout(timeout, "timeout")
         shared = None if values is None else _snapshot(values)
         if self._store is not None and self._key is None:
             msg = "a durable run_many needs Coordinator(key=...) to derive each input's key"
@@ -875,13 +884,14 @@ class Coordinator(Generic[InputT]):
         """The runs of a batch with these options (checked), as a `ShippableJob`."""
         durable = self._durable
         if durable is None:
-            run, run_async_ = self.run, self.run_async
+            run = self.run
 
             def record(input: InputT, position: int) -> RunResult[InputT]:  # noqa: A002, ARG001 - the protocol's
                 return run(input, values=values, timeout=timeout)
 
-            async def record_async(input: InputT, position: int) -> RunResult[InputT]:  # noqa: A002, ARG001
-                return await run_async_(input, values=values, timeout=timeout)
+            def record_async(input: InputT, position: int) -> Awaitable[RunResult[InputT]]:  # noqa: A002, ARG001
+                # The options were checked once for the batch: straight to the run (a coroutine).
+                return run_async(self._bind(new_run(self._plan, input, values, timeout, self._emit())))
 
         else:
 
@@ -891,11 +901,13 @@ class Coordinator(Generic[InputT]):
                     prepared = drive(prepared)
                 return prepared if isinstance(prepared, RunResult) else run_sync(self._bind(prepared))
 
-            async def record_async(input: InputT, position: int) -> RunResult[InputT]:  # noqa: A002
+            async def durable_async(input: InputT, position: int) -> RunResult[InputT]:  # noqa: A002
                 prepared = self._acquire_record(input, position, values, timeout, fresh=fresh)
                 if isinstance(prepared, Generator):
                     prepared = await drive_async(prepared)
                 return prepared if isinstance(prepared, RunResult) else await run_async(self._bind(prepared))
+
+            record_async = durable_async
 
         resources = self._resources
         return _BoundRun(

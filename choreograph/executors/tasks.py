@@ -150,28 +150,22 @@ class _Loop(Generic[InputT]):
         """The window is full: the consumer has results to take first."""
         return self._taken - self._yielded >= self._window + min(self._yielded, _GROWTH)
 
-    async def _take(self) -> tuple[int, InputT] | None:
-        """The next input and its position, or None when there is none or the loop stops."""
-        while not self._stopping:
-            if self._full():
-                await self._wait_for_room()
-                continue
-            try:
-                item = next(self._inputs)
-            except StopIteration:
-                self._stopping = True
-                return None
-            position = self._taken
-            self._taken = position + 1
-            return position, item
-        return None
-
     async def _work(self) -> None:
-        job, put, batch = self._job, self._reports.put, self._batch
+        """Take the next input when free (waiting while the window is full), run it, report its result."""
+        job, put, batch, inputs = self._job, self._reports.put, self._batch, self._inputs
         run_async = job.run_async if job.is_async else None
         try:
-            while (taken := await self._take()) is not None:
-                position, item = taken
+            while not self._stopping:
+                if self._full():
+                    await self._wait_for_room()
+                    continue
+                try:
+                    item = next(inputs)
+                except StopIteration:
+                    self._stopping = True
+                    return
+                position = self._taken
+                self._taken = position + 1
                 if run_async is None:  # plain callbacks: nothing else runs meanwhile, so no batch to wait for
                     put([(position, job.run(item, position))])
                     continue
