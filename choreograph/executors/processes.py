@@ -49,7 +49,6 @@ import multiprocessing
 import os
 import pickle
 import queue
-import selectors
 import signal
 import threading
 import traceback
@@ -247,14 +246,9 @@ class _Pool(Generic[InputT]):
         self._stopping = False
         self._again: deque[tuple[int, object]] = deque()  # inputs of a dead worker it never started
         self._done: deque[tuple[int, RunResult[InputT]]] = deque()
-        # The workers' pipes and sentinels, waited on at once (as `multiprocessing.connection.wait` does, once).
-        self._selector = selectors.PollSelector() if hasattr(selectors, "PollSelector") else selectors.SelectSelector()
 
     def _start(self) -> None:
-        worker = _Worker(self._context, self._recipe, self._started)
-        self._workers.append(worker)
-        self._selector.register(worker.results, selectors.EVENT_READ, worker)  # type: ignore[arg-type]
-        self._selector.register(worker.process.sentinel, selectors.EVENT_READ, worker)
+        self._workers.append(_Worker(self._context, self._recipe, self._started))
         self._started += 1
 
     def _next(self) -> tuple[int, object] | None:
@@ -310,20 +304,26 @@ class _Pool(Generic[InputT]):
             self._wait()
 
     def _wait(self) -> None:
-        """Wait for a message from a worker, or for a worker's end, and take them."""
-        for key, _ in self._selector.select():
-            worker: _Worker = key.data
+        """Wait for a message from a worker, or for a worker's end, and take them (one message per pipe and wake-up)."""
+        from multiprocessing.connection import wait  # noqa: PLC0415 - only when a pool runs
+
+        owners: dict[Any, tuple[_Worker, bool]] = {}
+        for worker in self._workers:
+            owners[worker.results] = (worker, True)
+            owners[worker.process.sentinel] = (worker, False)
+        for ready in wait(list(owners)):
+            worker, pipe = owners[ready]
             if worker not in self._workers:  # it ended earlier in this round
                 continue
-            if key.fileobj != worker.process.sentinel:  # its pipe
-                try:
-                    message = worker.results.recv_bytes()  # one per wake-up: the pipe stays readable if there is more
-                except (EOFError, OSError):
-                    self._ended(worker)
-                else:
-                    self._message(worker, message)
-            else:
+            if not pipe:
                 self._ended(worker)
+                continue
+            try:
+                message = worker.results.recv_bytes()  # the pipe stays ready while there is more
+            except (EOFError, OSError):
+                self._ended(worker)
+            else:
+                self._message(worker, message)
 
     def _ended(self, worker: _Worker) -> None:
         """*worker*'s process ended: take what it sent before, and deal with what it held."""
@@ -334,8 +334,6 @@ class _Pool(Generic[InputT]):
             pass
         worker.process.join()
         self._workers.remove(worker)
-        self._selector.unregister(worker.results)  # type: ignore[arg-type]
-        self._selector.unregister(worker.process.sentinel)
         worker.close()
         if not worker.ready:
             code = worker.process.exitcode
@@ -392,7 +390,6 @@ class _Pool(Generic[InputT]):
                 worker.process.join()
                 worker.close()
             self._workers.clear()
-            self._selector.close()
 
 
 def _preload(context: Any) -> None:
