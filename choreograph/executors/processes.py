@@ -49,6 +49,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import selectors
 import signal
 import threading
 import traceback
@@ -226,6 +227,44 @@ class _Worker:
         self.results.close()
 
 
+class _Waiter:
+    """
+    Waits on the workers' pipes and process sentinels at once: ``(worker, True)`` for a pipe, ``False`` for an end.
+
+    One poll object for the whole batch where the platform has it: `multiprocessing.connection.wait`
+    makes and fills one per call, which cost more than the rest of a record's handling here.
+    """
+
+    def __init__(self) -> None:
+        self._selector = selectors.PollSelector() if hasattr(selectors, "PollSelector") else None
+        self._workers: list[_Worker] = []
+
+    def add(self, worker: _Worker) -> None:
+        self._workers.append(worker)
+        if self._selector is not None:
+            self._selector.register(worker.results, selectors.EVENT_READ, (worker, True))  # type: ignore[arg-type]
+            self._selector.register(worker.process.sentinel, selectors.EVENT_READ, (worker, False))
+
+    def remove(self, worker: _Worker) -> None:
+        self._workers.remove(worker)
+        if self._selector is not None:
+            self._selector.unregister(worker.results)  # type: ignore[arg-type]
+            self._selector.unregister(worker.process.sentinel)
+
+    def wait(self) -> list[tuple[_Worker, bool]]:
+        if self._selector is not None:
+            return [key.data for key, _ in self._selector.select()]
+        from multiprocessing.connection import wait  # noqa: PLC0415  # pragma: no cover - Windows: no poll()
+
+        owners: dict[Any, tuple[_Worker, bool]] = {w.results: (w, True) for w in self._workers}  # pragma: no cover
+        owners |= {worker.process.sentinel: (worker, False) for worker in self._workers}  # pragma: no cover
+        return [owners[ready] for ready in wait(list(owners))]  # pragma: no cover - Windows
+
+    def close(self) -> None:
+        if self._selector is not None:
+            self._selector.close()
+
+
 class _Pool(Generic[InputT]):
     """The worker processes of one `ProcessExecutor.map` call, fed and read by the calling thread."""
 
@@ -246,9 +285,12 @@ class _Pool(Generic[InputT]):
         self._stopping = False
         self._again: deque[tuple[int, object]] = deque()  # inputs of a dead worker it never started
         self._done: deque[tuple[int, RunResult[InputT]]] = deque()
+        self._waiter = _Waiter()
 
     def _start(self) -> None:
-        self._workers.append(_Worker(self._context, self._recipe, self._started))
+        worker = _Worker(self._context, self._recipe, self._started)
+        self._workers.append(worker)
+        self._waiter.add(worker)
         self._started += 1
 
     def _next(self) -> tuple[int, object] | None:
@@ -305,14 +347,7 @@ class _Pool(Generic[InputT]):
 
     def _wait(self) -> None:
         """Wait for a message from a worker, or for a worker's end, and take them (one message per pipe and wake-up)."""
-        from multiprocessing.connection import wait  # noqa: PLC0415 - only when a pool runs
-
-        owners: dict[Any, tuple[_Worker, bool]] = {}
-        for worker in self._workers:
-            owners[worker.results] = (worker, True)
-            owners[worker.process.sentinel] = (worker, False)
-        for ready in wait(list(owners)):
-            worker, pipe = owners[ready]
+        for worker, pipe in self._waiter.wait():
             if worker not in self._workers:  # it ended earlier in this round
                 continue
             if not pipe:
@@ -334,6 +369,7 @@ class _Pool(Generic[InputT]):
             pass
         worker.process.join()
         self._workers.remove(worker)
+        self._waiter.remove(worker)
         worker.close()
         if not worker.ready:
             code = worker.process.exitcode
@@ -390,6 +426,7 @@ class _Pool(Generic[InputT]):
                 worker.process.join()
                 worker.close()
             self._workers.clear()
+            self._waiter.close()
 
 
 def _preload(context: Any) -> None:
