@@ -22,8 +22,9 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 
-from choreograph import Context, Coordinator, Step
+from choreograph import Coordinator, Step
 from choreograph.executors import ProcessExecutor
 
 TARGET_PROCESSES = 1.8
@@ -38,9 +39,9 @@ def spin(iterations: int) -> int:
     return total
 
 
-def burn(ctx: Context[int], x: int) -> int:
-    """About a millisecond of pure-Python work: ``values["iterations"]`` of `spin` (see `calibrate`)."""
-    spin(int(str(ctx.values["iterations"])))
+def burn(iterations: int, x: int) -> int:
+    """About a millisecond of pure-Python work: *iterations* of `spin` (see `calibrate`; bound with a partial)."""
+    spin(iterations)
     return x
 
 
@@ -58,17 +59,15 @@ def timed(action: Callable[[], object]) -> float:
 
 
 def processes(records: int, rounds: int, workers: int) -> float:
-    iterations = calibrate()
-    values = {"iterations": iterations}
-    flow = Coordinator[int]([Step("burn", burn)])
+    flow = Coordinator[int]([Step("burn", partial(burn, calibrate()))])  # a partial of a function pickles
     inputs = list(range(records))
     executor = ProcessExecutor(workers)
-    cold = timed(lambda: list(flow.run_many(inputs, executor=executor, values=values)))
+    cold = timed(lambda: list(flow.run_many(inputs, executor=executor)))
     loops: list[float] = []
     pooled: list[float] = []
     for _ in range(rounds):
-        loops.append(timed(lambda: [flow.run(x, values=values) for x in inputs]))
-        pooled.append(timed(lambda: list(flow.run_many(inputs, executor=executor, values=values))))
+        loops.append(timed(lambda: [flow.run(x) for x in inputs]))
+        pooled.append(timed(lambda: list(flow.run_many(inputs, executor=executor))))
     loop, best = min(loops), min(pooled)
     ratio = loop / best
     print(
