@@ -626,3 +626,65 @@ def test_the_command_line_runs_records_on_processes_and_async(tmp_path: Path, ex
     lines = (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
     restored = {line["key"]: (line["restored"], line["resumed"]) for line in map(json.loads, lines)}
     assert restored == {"A-1": (True, False), "A-2": (False, True), "A-3": (True, False)}
+
+
+def test_what_ship_packs_rebuilds_the_same_flow_and_its_reports_come_back(tmp_path: Path):
+    """Unpickled here (as a worker does), the shipped job runs the same flow, every option kept; reports round trip."""
+    log = tmp_path / "resources.log"
+    store = SqliteStore(tmp_path / "runs.db", lease=20.0)
+    events: list[Any] = []
+    flow = Coordinator[int](
+        [
+            Parallel("both", Step("double", steps.double), [Step("skip", steps.double, steps.skip_odd)]),
+            Step("r", steps.resource_pid),
+            Step("checked", steps.double, steps.fails_on_three),
+        ],
+        store=store,
+        key=steps.key_of,
+        strict_prechecks=True,
+        resources={"db": functools.partial(steps.counted, str(log))},
+        listeners=[events.append],
+    )
+    job = flow._batch(None, None, fresh=False)
+    remote = pickle.loads(job.ship())  # noqa: S301 - our own
+    assert remote.is_async is False
+
+    ok = job.receive(remote.run(2, 0))
+    assert ok.ok
+    assert ok.key == "2"
+    assert ok.data_bag.get_job_data("double") == 4
+    odd = job.receive(remote.run(3, 1))
+    assert odd.fatal is not None
+    assert type(odd.fatal).__name__ == "PrecheckFailed"  # strict_prechecks travelled
+    assert odd.data_bag.get_precheck_data("skip") == 3  # the group's Skip output travelled too
+    remote.close()
+
+    assert {info.key for info in store.runs()} == {"2", "3"}  # the rebuilt store is the same file
+    assert log.read_text(encoding="utf-8").splitlines() == [f"open {os.getpid()}", f"close {os.getpid()}"]
+    assert [type(e).__name__ for e in events].count("RunFinished") == 2
+    assert events[-1].result is odd
+    store.close()
+
+
+def test_a_report_of_what_does_not_pickle_keeps_what_does():
+    """Unpicklable errors become StoredErrors in the result and in the events; unpicklable outputs fail the run."""
+    events: list[Any] = []
+    flow = Coordinator[int](
+        [
+            Step("double", steps.double),
+            Step("lock", steps.unpicklable_output),
+            Step("raises", steps.raises_unpicklable),
+        ],
+        listeners=[events.append],
+    )
+    job = flow._batch(None, None, fresh=False)
+    remote = pickle.loads(job.ship())  # noqa: S301 - our own
+    result = job.receive(remote.run(5, 0))
+    remote.close()
+
+    assert isinstance(result.fatal, JobFailed)  # the run's own fatal stays (as a stand-in)
+    assert isinstance(result.fatal.error, StoredError)
+    assert result.data_bag.get_job_data("double") == 10
+    assert not result.data_bag.has_job_data("lock")
+    finished = [e for e in events if isinstance(e, CallbackFinished) and e.error is not None]
+    assert [type(e.error) for e in finished] == [StoredError]
