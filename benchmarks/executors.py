@@ -11,7 +11,9 @@ Executors against their baselines, measured in the same run.
    sleeps with no flow at all (what the event loop itself reaches on this machine).
    Target: >= 0.85 of the ideal.
 
-Run: ``python benchmarks/executors.py [--quick] [--strict]`` (``--strict``: exit 1 when a target is missed).
+Each figure is the best of 5 rounds (1 with ``--quick``), loop and executor alternating, which filters out
+most of the noise of a shared machine. Run: ``python benchmarks/executors.py [--quick] [--strict]``
+(``--strict``: exit 1 when a target is missed).
 """
 
 from __future__ import annotations
@@ -107,9 +109,15 @@ def waiting(workers: int, per_worker: int, rounds: int) -> float:
 
         await asyncio.gather(*(worker() for _ in range(workers)))
 
-    ours = min(timed(lambda: list(flow.run_many(inputs, executor="async", workers=workers))) for _ in range(rounds))
-    gather = min(timed(lambda: asyncio.run(gathered())) for _ in range(rounds))
-    floor = min(timed(lambda: asyncio.run(bare())) for _ in range(rounds))
+    times: list[tuple[float, float, float]] = [
+        (
+            timed(lambda: list(flow.run_many(inputs, executor="async", workers=workers))),
+            timed(lambda: asyncio.run(gathered())),
+            timed(lambda: asyncio.run(bare())),
+        )
+        for _ in range(rounds)
+    ]
+    ours, gather, floor = (min(column) for column in zip(*times, strict=True))
     ratio = ideal / ours
     print(
         f"async 5 ms steps, {workers:3} workers, {count:5} records  ideal {ideal:5.3f} s | executor='async'"
@@ -125,7 +133,7 @@ def main() -> int:
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="worker processes")
     options = parser.parse_args()
-    rounds = 1 if options.quick else 3
+    rounds = 1 if options.quick else 5
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, best of {rounds} rounds")
     cpu = processes(200 if options.quick else 1_000, rounds, options.workers)
     per_worker = 10 if options.quick else 40
