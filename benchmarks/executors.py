@@ -117,7 +117,9 @@ def waiting(workers: int, per_worker: int, rounds: int) -> float:
         )
         for _ in range(rounds)
     ]
-    ours, gather, floor = (min(column) for column in zip(*times, strict=True))
+    ours = min(time[0] for time in times)
+    gather = min(time[1] for time in times)
+    floor = min(time[2] for time in times)
     ratio = ideal / ours
     print(
         f"async 5 ms steps, {workers:3} workers, {count:5} records  ideal {ideal:5.3f} s | executor='async'"
