@@ -32,6 +32,7 @@ from functools import partial
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Generic, overload
 
+from loguru import logger as _loguru
 from typing_extensions import TypeVar
 
 from . import _logging, _progress
@@ -932,7 +933,7 @@ class Coordinator(Generic[InputT]):
         recipe.check(self._plan.steps)
         for name, value in (values or {}).items():
             _check_shippable(value, f"values[{name!r}]")
-        listen = bool(self._subscriptions) or _logging.is_enabled()
+        listen = bool(self._subscriptions) or _logs()  # else the workers make no event at all
         shipped = _Shipped(recipe, values, timeout, fresh=fresh, listen=listen)
         try:
             return pickle.dumps(shipped, pickle.HIGHEST_PROTOCOL)
@@ -1122,6 +1123,26 @@ _BY_REFERENCE = (
     "worker processes import callables by reference: use a function defined at the top level of a module"
     " (not a lambda, a local function, or a bound method of an object that can't be pickled)"
 )
+
+
+def _logs() -> bool:
+    """
+    Whether loguru would log choreograph's records now: then the workers' events come back to be logged here.
+
+    `_logging.is_enabled` answers True while loguru's cache of enabled modules
+    is empty (which is cheap for a run, but would make every batch of worker
+    processes ship its events). This reads what the cache is filled from:
+    loguru's activation list, which ``logger.enable`` and ``logger.disable``
+    set, deepest module first; read-only, as `_logging` reads loguru's core.
+    """
+    core = getattr(_loguru, "_core", None)
+    activations = getattr(core, "activation_list", None)
+    if activations is None:  # pragma: no cover - a loguru without these internals
+        return _logging.is_enabled()
+    if not getattr(core, "handlers", True):
+        return False
+    name = f"{_logging.__name__}."
+    return next((bool(status) for prefix, status in activations if name.startswith(prefix)), True)
 
 
 def _check_shippable(value: object, what: str) -> None:

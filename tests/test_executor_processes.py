@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from loguru import logger
 
 from choreograph import (
     Coordinator,
@@ -351,10 +352,17 @@ def test_events_of_worker_runs_reach_the_listeners_here_each_runs_in_order():
     assert all(finished[r.input] is r for r in results)  # the event's result is the one yielded
 
 
-def test_without_listeners_no_event_is_collected():
-    """A flow nobody listens to makes no event in its workers (the run is as cheap as without listeners)."""
+def test_without_listeners_no_event_is_made_in_the_workers(log_records: list[dict[str, Any]]):
+    """Nobody listens and logging is off: the workers make no event (a run costs what it costs without listeners)."""
     flow = Coordinator[int]([Step("emits", steps.emits)])
+    logger.disable("choreograph")
     assert all(r.ok for r in flow.run_many(range(4), executor="processes", workers=1))
+    remote = pickle.loads(flow._batch(None, None, fresh=False).ship())  # noqa: S301 - our own
+    assert remote._coordinator._subscriptions == ()
+    logger.enable("choreograph")
+    remote = pickle.loads(flow._batch(None, None, fresh=False).ship())  # noqa: S301 - our own
+    assert len(remote._coordinator._subscriptions) == 1  # the collector of events, for this process's logging
+    assert log_records == []
 
 
 def test_worker_runs_are_logged_here(log_records: list[dict[str, Any]]):
