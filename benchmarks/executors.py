@@ -50,7 +50,7 @@ def burn(iterations: int, x: int) -> int:
 def calibrate() -> int:
     """The iterations of `spin` that take 1 ms on this machine (best of a few tries)."""
     iterations = 10_000
-    best = min(timed(lambda: spin(iterations)) for _ in range(20))
+    best = min(timed(lambda: spin(iterations)) for _ in range(50))
     return max(1, int(iterations * 0.001 / best))
 
 
