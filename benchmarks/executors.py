@@ -48,9 +48,9 @@ def burn(iterations: int, x: int) -> int:
 
 
 def calibrate() -> int:
-    """The iterations of `spin` that take 1 ms on this machine (best of a few tries)."""
-    iterations = 10_000
-    best = min(timed(lambda: spin(iterations)) for _ in range(50))
+    """The iterations of `spin` that take 1 ms on this machine (from the best of a few runs of 20 ms or so)."""
+    iterations = 200_000
+    best = min(timed(lambda: spin(iterations)) for _ in range(7))
     return max(1, int(iterations * 0.001 / best))
 
 
@@ -73,9 +73,9 @@ def processes(records: int, rounds: int, workers: int) -> float:
     loop, best = min(loops), min(pooled)
     ratio = loop / best
     print(
-        f"CPU-bound, {records} records x 1 ms   loop of run() {loop:6.3f} s | processes ({workers} workers)"
-        f" {best:6.3f} s: ratio {ratio:.2f} (target >= {TARGET_PROCESSES}) | first batch,"
-        f" forkserver start included {cold:6.3f} s: ratio {loop / cold:.2f}"
+        f"CPU-bound, {records} records x {loop / records * 1e3:.2f} ms   loop of run() {loop:6.3f} s"
+        f" | processes ({workers} workers) {best:6.3f} s: ratio {ratio:.2f} (target >= {TARGET_PROCESSES})"
+        f" | first batch, forkserver start included {cold:6.3f} s: ratio {loop / cold:.2f}"
     )
     return ratio
 
