@@ -13,11 +13,26 @@ from __future__ import annotations
 
 import copy
 import os
+import pickle
+import sys
 import threading
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
-from types import MappingProxyType
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+)
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, replace
+from functools import partial
+from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Generic, overload
 
+from loguru import logger as _loguru
 from typing_extensions import TypeVar
 
 from . import _logging, _progress
@@ -31,12 +46,26 @@ from ._core.retry import RetryPolicy, as_policy
 from ._core.runs import new_run, run_async, run_plain, run_sync
 from ._core.state import RunState
 from ._core.step import Parallel, Step
-from ._errors import InputError, StepDefinitionError
+from ._errors import (
+    InputError,
+    JobFailed,
+    Phase,
+    PrecheckFailed,
+    StepDefinitionError,
+    StepError,
+    UnstorableOutput,
+)
 from ._listeners import fan_out, outcome_listener
+from .durable.codec import StoredError
+from .durable.memory import MemoryStore
 from .durable.protocol import Store
 from .durable.runner import DurableRunner
-from .events import RunEvent
+from .durable.sqlite import SqliteStore
+from .events import CallbackFinished, Emitted, RunEvent, RunFinished, RunStarted
+from .executors._resources import Factory, Resources, check_factories
+from .executors.processes import ProcessExecutor, check_processes
 from .executors.protocol import Executor
+from .executors.tasks import AsyncExecutor, check_tasks, map_async
 from .executors.threads import ThreadExecutor, check_workers
 
 InputT = TypeVar("InputT", default=object)  # `Coordinator()` takes any input
@@ -75,8 +104,16 @@ class Coordinator(Generic[InputT]):
         on_success: Called with the result of every run that finished ok.
         on_failure: Called with the result of every run that finished with a
             fatal error (after its compensations).
+        resources: Factories of what callbacks share within a worker, by
+            name: ``ctx.resources["db"]`` is what ``factory()`` returned (for a
+            context manager, what its ``__enter__`` returned), made on first
+            use by each worker (a thread of `run_many`, its event loop or
+            worker process, the thread calling `run`) and closed (the context
+            manager exited) when the worker ends, or by `close`.
 
     .. versionadded:: 0.1.0
+
+    .. versionchanged:: 0.4.0 *resources*.
     """
 
     if not TYPE_CHECKING:
@@ -95,6 +132,7 @@ class Coordinator(Generic[InputT]):
         listeners: Iterable[Callable[[RunEvent], object]] = (),
         on_success: Callable[[RunResult[InputT]], object] | None = None,
         on_failure: Callable[[RunResult[InputT]], object] | None = None,
+        resources: Mapping[str, Callable[[], object]] | None = None,
     ) -> None:
         strict: object = strict_prechecks  # checked at run time: callers may not be typed
         if not isinstance(strict, bool):
@@ -123,6 +161,8 @@ class Coordinator(Generic[InputT]):
             if callback is not None and not callable(callback):
                 msg = f"{name} must be a callable taking a RunResult, got {type_name(callback)}"
                 raise TypeError(msg)
+        factories = None if resources is None else check_factories(resources)
+        self._resources = Resources(factories) if factories else None
         outcome = outcome_listener(on_success, on_failure)
         self._rebuild_emit(() if outcome is None else ((object(), outcome),))
         for listener in listeners:
@@ -241,6 +281,8 @@ class Coordinator(Generic[InputT]):
         listeners = [listener for _, listener in subscriptions]
         self._emit_quiet = fan_out(listeners)
         self._emit_logged = fan_out([_logging.log, *listeners])
+        # `run`'s fast case: nobody listens, and no resources (a run of those is given its worker's).
+        self._plain = self._emit_quiet is None and self._resources is None
 
     def _emit(self) -> Callable[[RunEvent], None] | None:
         """Where a run starting now sends its events, if anywhere."""
@@ -411,7 +453,13 @@ class Coordinator(Generic[InputT]):
         """Check a run's options and set it up."""
         timeout = validate_timeout(timeout, "timeout")
         shared = None if values is None else _snapshot(values)
-        return new_run(self._plan, input, shared, timeout, self._emit())
+        return self._bind(new_run(self._plan, input, shared, timeout, self._emit()))
+
+    def _bind(self, run: RunState) -> RunState:
+        """Give *run* the resources of the worker in this thread, if the coordinator has resources."""
+        if self._resources is not None:
+            run.resources = self._resources.here()
+        return run
 
     def _acquire(
         self,
@@ -538,10 +586,10 @@ class Coordinator(Generic[InputT]):
             prepared = self._acquire(input, key, values, timeout, fresh=fresh)
             if isinstance(prepared, Generator):
                 prepared = drive(prepared)
-            return prepared if isinstance(prepared, RunResult) else run_sync(prepared)
+            return prepared if isinstance(prepared, RunResult) else run_sync(self._bind(prepared))
         if key is not None or fresh:
             self._not_durable(key, fresh=fresh)
-        if timeout is None and values is None and self._emit_quiet is None and not _logging.is_enabled():
+        if timeout is None and values is None and self._plain and not _logging.is_enabled():
             return run_plain(self._plan, input)  # the common case: every call here is paid once per record
         return run_sync(self._new_run(input, values, timeout))
 
@@ -587,7 +635,7 @@ class Coordinator(Generic[InputT]):
             prepared = self._acquire(input, key, values, timeout, fresh=fresh)
             if isinstance(prepared, Generator):
                 prepared = await drive_async(prepared)
-            return prepared if isinstance(prepared, RunResult) else await run_async(prepared)
+            return prepared if isinstance(prepared, RunResult) else await run_async(self._bind(prepared))
         self._not_durable(key, fresh=fresh)
         return await run_async(self._new_run(input, values, timeout))
 
@@ -660,7 +708,7 @@ class Coordinator(Generic[InputT]):
         timeout = validate_timeout(timeout, "timeout")
         shared = None if values is None else _snapshot(values)
         prepared = drive(durable.rerun(self._plan, name, from_step, shared, timeout, self._emit()))
-        return prepared if isinstance(prepared, RunResult) else run_sync(prepared)
+        return prepared if isinstance(prepared, RunResult) else run_sync(self._bind(prepared))
 
     def run_many(
         self,
@@ -690,13 +738,18 @@ class Coordinator(Generic[InputT]):
 
         Args:
             inputs: Any iterable but a ``str`` or ``bytes``.
-            workers: Threads (default: ``min(32, cpu_count + 4)``).
+            workers: Threads, tasks or processes, as the executor named
+                (default: ``min(32, cpu_count + 4)`` threads, 100 tasks, one
+                process per CPU).
             values: As in `run`, shared by every run.
             ordered: Yield results in input order instead of as they complete.
             timeout: As in `run`, per run.
             fresh: As in `run`: run durable keys that finished from scratch.
-            executor: ``"threads"`` (the default), or an `Executor` instance
-                (then *workers* is its own business).
+            executor: ``"threads"`` (the default, a `ThreadExecutor`),
+                ``"async"`` (an `AsyncExecutor`: one event loop, *workers*
+                runs at once as tasks), ``"processes"`` (a `ProcessExecutor`:
+                *workers* worker processes), or an `Executor` instance (then
+                *workers* is its own business).
             progress: Draw a live progress bar on stderr while the results
                 are taken, when stderr is a terminal: runs done (of the
                 total, when known), rate, ETA, and how many were ok and failed.
@@ -709,12 +762,16 @@ class Coordinator(Generic[InputT]):
         yielded), the others resume where they stopped.
 
         Raises:
-            TypeError: *inputs* is a ``str``, ``bytes`` or not iterable; or the
-                coordinator has a store but no ``key``.
+            TypeError: *inputs* is a ``str``, ``bytes`` or not iterable; the
+                coordinator has a store but no ``key``; or, with processes,
+                something the runs need can't be sent to other processes (the
+                message names it: a step's callback, the key function...).
             ValueError: *workers* < 1, or an unknown executor name.
             ImportError: *progress* is true and rich is not installed.
 
         .. versionchanged:: 0.2.0 *progress* and *total*.
+
+        .. versionchanged:: 0.4.0 ``executor="async"`` and ``executor="processes"``.
 
         .. versionadded:: 0.1.0
         """
@@ -727,7 +784,69 @@ class Coordinator(Generic[InputT]):
             msg = f"inputs must be iterable, got {type_name(inputs)}"
             raise TypeError(msg) from None
         chosen = self._executor(executor, workers)
-        validate_timeout(timeout, "timeout")
+        job = self._batch(values, timeout, fresh=fresh)
+        results = self._many(chosen.map(job, iterator, ordered=ordered))  # processes check what they ship here
+        if _progress.check(progress, total):
+            return _progress.track(results, _progress.known_total(inputs, total))
+        return results
+
+    def run_many_async(
+        self,
+        inputs: Iterable[InputT] | AsyncIterable[InputT],
+        *,
+        workers: int | None = None,
+        values: Mapping[str, object] | None = None,
+        ordered: bool = False,
+        timeout: float | None = None,
+        fresh: bool = False,
+    ) -> AsyncGenerator[RunResult[InputT], None]:
+        """
+        Run the steps once per input as tasks of the running event loop, at most *workers* at once.
+
+        ``async for result in coordinator.run_many_async(inputs): ...``. The
+        promises of `run_many` hold: inputs (an iterable, or an async
+        iterable) are taken lazily, when a task is free and fewer than
+        ``2 * workers`` (growing to ``2 * workers + 1024``) are taken and not
+        yet yielded, and only while you iterate: a consumer that stops
+        iterating stops the taking. Closing the iterator (``aclose()``, or
+        `contextlib.aclosing` around the loop) waits for the runs in flight;
+        so does cancelling the task that iterates (Ctrl-C under
+        `asyncio.run`), which then goes on. Plain callbacks run in the loop's
+        thread, blocking it while they run. The calling thread is the
+        worker: runs use its resources (closed by `close`).
+
+        Args:
+            inputs: Any iterable but a ``str`` or ``bytes``, or an async iterable.
+            workers: Runs at once (default: 100).
+            values: As in `run`, shared by every run.
+            ordered: Yield results in input order instead of as they complete.
+            timeout: As in `run`, per run.
+            fresh: As in `run`: run durable keys that finished from scratch.
+
+        Raises:
+            TypeError: As `run_many`, when called.
+            ValueError: *workers* < 1.
+
+        .. versionadded:: 0.4.0
+        """
+        iterator: Iterator[InputT] | Any
+        if isinstance(inputs, str | bytes | bytearray):
+            msg = f"inputs must be an iterable of inputs, not {type(inputs).__name__}"
+            raise TypeError(msg)
+        if isinstance(inputs, AsyncIterable):
+            iterator = aiter(inputs)
+        else:
+            try:
+                iterator = iter(inputs)
+            except TypeError:
+                msg = f"inputs must be iterable or async iterable, got {type_name(inputs)}"
+                raise TypeError(msg) from None
+        count = check_tasks(workers)
+        return map_async(self._batch(values, timeout, fresh=fresh), iterator, count, ordered=ordered)
+
+    def _batch(self, values: Mapping[str, object] | None, timeout: float | None, *, fresh: bool) -> _BoundRun[InputT]:
+        """Check the options of a batch, and bind the runs to them."""
+        timeout = validate_timeout(timeout, "timeout")
         shared = None if values is None else _snapshot(values)
         if self._store is not None and self._key is None:
             msg = "a durable run_many needs Coordinator(key=...) to derive each input's key"
@@ -735,31 +854,129 @@ class Coordinator(Generic[InputT]):
         if fresh and self._store is None:
             msg = "fresh= is for durable runs: create the coordinator with store=..."
             raise TypeError(msg)
-        results = self._many(chosen, _BoundRun(self, shared, timeout, fresh=fresh), iterator, ordered=ordered)
-        if _progress.check(progress, total):
-            return _progress.track(results, _progress.known_total(inputs, total))
-        return results
+        return self._bound(shared, timeout, fresh=fresh)
 
     @staticmethod
     def _executor(executor: object, workers: int | None) -> Executor:
         if isinstance(executor, str):
-            if executor != "threads":
-                msg = f"executor must be 'threads' or an Executor, got {executor!r}"
-                raise ValueError(msg)
-            return ThreadExecutor(check_workers(workers))
+            if executor == "threads":
+                return ThreadExecutor(check_workers(workers))
+            if executor == "async":
+                return AsyncExecutor(check_tasks(workers))
+            if executor == "processes":
+                return ProcessExecutor(check_processes(workers))
+            msg = f"executor must be 'threads', 'async', 'processes' or an Executor, got {executor!r}"
+            raise ValueError(msg)
         if not isinstance(executor, Executor):
-            msg = f"executor must be 'threads' or an Executor, got {type_name(executor)}"
+            msg = f"executor must be 'threads', 'async', 'processes' or an Executor, got {type_name(executor)}"
             raise TypeError(msg)
         if workers is not None:
-            msg = "workers= is for executor='threads'; an Executor instance has its own"
+            msg = "workers= is for an executor given by name; an Executor instance has its own"
             raise TypeError(msg)
         return executor
 
     @staticmethod
-    def _many(
-        executor: Executor, job: _BoundRun[InputT], inputs: Iterator[InputT], *, ordered: bool
-    ) -> Generator[RunResult[InputT], None, None]:
-        yield from executor.map(job, inputs, ordered=ordered)
+    def _many(results: Iterator[RunResult[InputT]]) -> Generator[RunResult[InputT], None, None]:
+        yield from results
+
+    # -- batches: the runs of one run_many call, as executors run them ----------
+
+    def _bound(self, values: Mapping[str, object] | None, timeout: float | None, *, fresh: bool) -> _BoundRun[InputT]:
+        """The runs of a batch with these options (checked), as a `ShippableJob`."""
+        durable = self._durable
+        if durable is None:
+            run = self.run
+
+            def record(input: InputT, position: int) -> RunResult[InputT]:  # noqa: A002, ARG001 - the protocol's
+                return run(input, values=values, timeout=timeout)
+
+            def record_async(input: InputT, position: int) -> Awaitable[RunResult[InputT]]:  # noqa: A002, ARG001
+                # The options were checked once for the batch: straight to the run (a coroutine).
+                return run_async(self._bind(new_run(self._plan, input, values, timeout, self._emit())))
+
+        else:
+
+            def record(input: InputT, position: int) -> RunResult[InputT]:  # noqa: A002
+                prepared = self._acquire_record(input, position, values, timeout, fresh=fresh)
+                if isinstance(prepared, Generator):
+                    prepared = drive(prepared)
+                return prepared if isinstance(prepared, RunResult) else run_sync(self._bind(prepared))
+
+            async def durable_async(input: InputT, position: int) -> RunResult[InputT]:  # noqa: A002
+                prepared = self._acquire_record(input, position, values, timeout, fresh=fresh)
+                if isinstance(prepared, Generator):
+                    prepared = await drive_async(prepared)
+                return prepared if isinstance(prepared, RunResult) else await run_async(self._bind(prepared))
+
+            record_async = durable_async
+
+        resources = self._resources
+        return _BoundRun(
+            record,
+            record_async,
+            is_async=self._plan.has_async,
+            worker=nullcontext if resources is None else resources.worker,
+            ship=partial(self._ship, values, timeout, fresh),
+            receive=self._receive,
+        )
+
+    def _ship(self, values: Mapping[str, object] | None, timeout: float | None, fresh: bool) -> bytes:  # noqa: FBT001
+        """This coordinator's recipe and a batch's options, pickled for worker processes; what can't be is named."""
+        recipe = _Recipe(
+            flow=tuple(_packed(node) for node in self.flow),
+            strict_prechecks=self._plan.strict_prechecks,
+            input_type=self._input_type,
+            key=None if self._store is None else self._key,  # only durable runs use it
+            store=_store_recipe(self._store),
+            resources=None if self._resources is None else dict(self._resources.factories),
+        )
+        recipe.check(self._plan.steps)
+        for name, value in (values or {}).items():
+            _check_shippable(value, f"values[{name!r}]")
+        listen = bool(self._subscriptions) or _logs()  # else the workers make no event at all
+        shipped = _Shipped(recipe, values, timeout, fresh=fresh, listen=listen)
+        try:
+            return pickle.dumps(shipped, pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            msg = f"the batch can't be sent to worker processes: {type(exc).__name__}: {exc}"
+            raise TypeError(msg) from exc
+
+    def _receive(self, report: bytes) -> RunResult[InputT]:
+        """A run's report from a worker process: its events go to the listeners (here, now), then its result."""
+        result: RunResult[InputT]
+        result, events = pickle.loads(report)  # noqa: S301 - made by our own worker process
+        if events:
+            emit = self._emit()
+            if emit is not None:
+                for event in events:
+                    emit(event)
+        return result
+
+    # -- closing --------------------------------------------------------------
+
+    def close(self) -> None:
+        """
+        Close the resources made so far (``Coordinator(resources=...)``): each context manager is exited.
+
+        Those of `run_many`'s workers are closed when each worker ends; this
+        closes the others (those of the threads that called `run`, and of
+        workers still going on: call it when no run is). They are made again
+        if used afterwards. The store is yours to close.
+
+        .. versionadded:: 0.4.0
+        """
+        if self._resources is not None:
+            self._resources.close()
+
+    def __enter__(self) -> Coordinator[InputT]:
+        """Return the coordinator: `close` is called on leaving the ``with`` block."""
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        """Call `close`."""
+        self.close()
 
     def graph(self, kind: str = "mermaid") -> str:
         """
@@ -863,43 +1080,324 @@ class Coordinator(Generic[InputT]):
 
 
 class _BoundRun(Generic[InputT]):
-    """A coordinator's run with the options of one `run_many` call: what executors run (a `RunJob`)."""
+    """A coordinator's runs with the options of one `run_many` call: what executors run (a `ShippableJob`)."""
 
-    __slots__ = ("_coordinator", "_fresh", "_timeout", "_values")
+    __slots__ = ("_receive", "_ship", "_worker", "is_async", "run", "run_async")
 
     def __init__(
         self,
-        coordinator: Coordinator[InputT],
+        run: Callable[[InputT, int], RunResult[InputT]],
+        run_async: Callable[[InputT, int], Any],
+        *,
+        is_async: bool,
+        worker: Callable[[], AbstractContextManager[object]],
+        ship: Callable[[], bytes],
+        receive: Callable[[bytes], RunResult[InputT]],
+    ) -> None:
+        #: Run once, from plain code / inside a running event loop (see `RunJob`).
+        self.run, self.run_async = run, run_async
+        #: Whether the flow has ``async def`` callbacks.
+        self.is_async = is_async
+        self._worker, self._ship, self._receive = worker, ship, receive
+
+    def worker(self) -> AbstractContextManager[object]:
+        """A worker's life: its resources are closed when it ends."""
+        return self._worker()
+
+    def ship(self) -> bytes:
+        """The runs, packed for worker processes (see `ShippableJob.ship`)."""
+        return self._ship()
+
+    def receive(self, report: bytes) -> RunResult[InputT]:
+        """A worker process's report: its events to the listeners, then its result."""
+        return self._receive(report)
+
+    def failed(self, input: InputT, position: int, error: BaseException) -> RunResult[InputT]:  # noqa: A002
+        """The failed result of a record that could not be run in a worker process."""
+        return result_of(Finished(input, (), InputError(position, error), DataBag(), 0, None, (), ()))
+
+
+# -- shipping a coordinator to worker processes ------------------------------------
+
+_BY_REFERENCE = (
+    "worker processes import callables by reference: use a function defined at the top level of a module"
+    " (not a lambda, a local function, or a bound method of an object that can't be pickled)"
+)
+
+
+def _logs() -> bool:
+    """
+    Whether loguru would log choreograph's records now: then the workers' events come back to be logged here.
+
+    `_logging.is_enabled` answers True while loguru's cache of enabled modules
+    is empty (which is cheap for a run, but would make every batch of worker
+    processes ship its events). This reads what the cache is filled from:
+    loguru's activation list, which ``logger.enable`` and ``logger.disable``
+    set, deepest module first; read-only, as `_logging` reads loguru's core.
+    """
+    core = getattr(_loguru, "_core", None)
+    activations = getattr(core, "activation_list", None)
+    if activations is None:  # pragma: no cover - a loguru without these internals
+        return _logging.is_enabled()
+    if not getattr(core, "handlers", True):
+        return False
+    name = f"{_logging.__name__}."
+    return next((bool(status) for prefix, status in activations if name.startswith(prefix)), True)
+
+
+def _check_shippable(value: object, what: str) -> None:
+    """Raise a `TypeError` naming *what* if *value* can't be pickled for a worker process."""
+    main = sys.modules.get("__main__")
+    if getattr(value, "__module__", None) == "__main__" and getattr(main, "__file__", None) is None:
+        msg = (
+            f"{what} can't be sent to worker processes: it is defined in the __main__ module of an interactive"
+            " session or of `python -c`, which worker processes can't import; define it in a module"
+        )
+        raise TypeError(msg)
+    try:
+        pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        msg = f"{what} can't be sent to worker processes ({type(exc).__name__}: {exc}); {_BY_REFERENCE}"
+        raise TypeError(msg) from exc
+
+
+def _store_recipe(store: Store | None) -> Callable[[], Store] | None:
+    """How a worker process opens the coordinator's store: a `SqliteStore` from its path and options."""
+    if store is None:
+        return None
+    if isinstance(store, MemoryStore):
+        msg = (
+            "a MemoryStore keeps its runs in this process's memory: worker processes can't share it;"
+            " use a SqliteStore for durable runs in processes"
+        )
+        raise TypeError(msg)
+    if isinstance(store, SqliteStore):
+        if store.path == ":memory:":
+            msg = "a SqliteStore of ':memory:' lives in this process: worker processes can't share it; give it a file"
+            raise TypeError(msg)
+        _check_shippable(store.codec, "the store's codec")
+        return partial(
+            SqliteStore,
+            store.path,
+            codec=store.codec,
+            lease=store.lease,
+            max_interruptions=store.max_interruptions,
+            synchronous=store._synchronous,  # noqa: SLF001 - its configuration, which it doesn't expose
+            busy_timeout=store._busy,  # noqa: SLF001 - its configuration, which it doesn't expose
+        )
+    _check_shippable(store, "the store")  # a third-party store pickles its own configuration
+    return partial(_same, store)
+
+
+def _same(store: Store) -> Store:
+    return store
+
+
+#: A `Parallel` in a recipe: its name, branches and max_workers (a `Parallel` refuses the attributes unpickling sets).
+_Group = tuple[str, tuple[tuple["_Node", ...], ...], int | None]
+_Node = Step[Any] | _Group
+
+
+def _packed(node: Step[Any] | Parallel) -> _Node:
+    if isinstance(node, Parallel):
+        return (
+            node.name,
+            tuple(tuple(_packed(child) for child in branch) for branch in node.branches),
+            node.max_workers,
+        )
+    return node
+
+
+def _unpacked(node: _Node) -> Step[Any] | Parallel:
+    if isinstance(node, Step):
+        return node
+    name, branches, max_workers = node
+    return Parallel(
+        name, *(tuple(_unpacked(child) for child in branch) for branch in branches), max_workers=max_workers
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Recipe:
+    """What a worker process rebuilds a coordinator from: its steps by reference, and its options."""
+
+    flow: tuple[_Node, ...]
+    strict_prechecks: bool
+    input_type: object
+    key: Callable[[Any], str | int] | None
+    store: Callable[[], Store] | None
+    resources: dict[str, Factory] | None
+
+    def check(self, steps: tuple[StepNode, ...]) -> None:
+        """Raise a `TypeError` naming the first step, callback or option that can't be sent to a worker process."""
+        for node in steps:
+            step = node.step
+            for role, fn in (("precheck", step.precheck), ("job", step.job), ("compensate", step.compensate)):
+                if fn is not None:
+                    name = getattr(fn, "__qualname__", None) or type_name(fn)
+                    _check_shippable(fn, f"step {step.name!r}, {role} {name}")
+            if step.retry is not None:
+                _check_shippable(step.retry, f"step {step.name!r}, its retry policy")
+        if self.key is not None:
+            _check_shippable(self.key, "the key function")
+        for name, factory in (self.resources or {}).items():
+            _check_shippable(factory, f"resource {name!r}, its factory")
+        _check_shippable(self.input_type, "the input type")
+
+    def build(self) -> Coordinator[Any]:
+        """The coordinator, rebuilt (in a worker process)."""
+        made = Coordinator if self.input_type is object else Coordinator[self.input_type]  # type: ignore[name-defined]
+        return made(
+            [_unpacked(node) for node in self.flow],
+            store=None if self.store is None else self.store(),
+            key=self.key,
+            strict_prechecks=self.strict_prechecks,
+            resources=self.resources,
+        )
+
+
+class _Shipped(Generic[InputT]):
+    """
+    A batch's runs in a worker process (a `RemoteJob`): its coordinator rebuilt from the recipe when unpickled.
+
+    When the calling process listens, each run's events are collected and
+    sent with its result.
+    """
+
+    def __init__(
+        self,
+        recipe: _Recipe,
         values: Mapping[str, object] | None,
         timeout: float | None,
         *,
         fresh: bool,
+        listen: bool,
     ) -> None:
-        self._coordinator, self._values, self._timeout, self._fresh = coordinator, values, timeout, fresh
+        self._state = (recipe, None if values is None else dict(values), timeout, fresh, listen)
+        self._events: list[RunEvent] = []
+        self._coordinator: Coordinator[InputT] | None = None
+        self._job: _BoundRun[InputT] | None = None
+
+    def __getstate__(self) -> object:
+        return self._state
+
+    def __setstate__(self, state: Any) -> None:
+        self._state = state
+        recipe, values, timeout, fresh, listen = state
+        coordinator: Coordinator[InputT] = recipe.build()
+        self._events = []
+        if listen:
+            coordinator.listen(self._events.append)
+        self._coordinator = coordinator
+        shared = None if values is None else _snapshot(values)
+        self._job = coordinator._bound(shared, timeout, fresh=fresh)  # noqa: SLF001 - this module's own class
 
     @property
     def is_async(self) -> bool:
         """Whether the flow has ``async def`` callbacks."""
-        return self._coordinator._plan.has_async  # noqa: SLF001 - this module's own class
+        assert self._job is not None  # noqa: S101 - unpickled
+        return self._job.is_async
 
-    def run(self, input: InputT, position: int, /) -> RunResult[InputT]:  # noqa: A002
-        """Run once, from plain code."""
-        coordinator = self._coordinator
-        if coordinator._durable is None:  # noqa: SLF001 - this module's own class
-            return coordinator.run(input, values=self._values, timeout=self._timeout)
-        values, timeout, fresh = self._values, self._timeout, self._fresh
-        prepared = coordinator._acquire_record(input, position, values, timeout, fresh=fresh)  # noqa: SLF001 - this module's
-        if isinstance(prepared, Generator):
-            prepared = drive(prepared)
-        return prepared if isinstance(prepared, RunResult) else run_sync(prepared)
+    def run(self, input: InputT, position: int, /) -> bytes:  # noqa: A002
+        """Run once; return the result and its events, pickled."""
+        assert self._job is not None  # noqa: S101 - unpickled
+        result = self._job.run(input, position)
+        return _pack(result, self._taken())
 
-    async def run_async(self, input: InputT, position: int, /) -> RunResult[InputT]:  # noqa: A002
-        """Run once, inside a running event loop."""
+    async def run_async(self, input: InputT, position: int, /) -> bytes:  # noqa: A002
+        """Run once inside the worker's event loop; return the result and its events, pickled."""
+        assert self._job is not None  # noqa: S101 - unpickled
+        result = await self._job.run_async(input, position)
+        return _pack(result, self._taken())
+
+    def _taken(self) -> tuple[RunEvent, ...]:
+        events = tuple(self._events)
+        self._events.clear()
+        return events
+
+    def close(self) -> None:
+        """The worker process ends: close the resources its runs made, and its store."""
         coordinator = self._coordinator
-        if coordinator._durable is None:  # noqa: SLF001 - this module's own class
-            return await coordinator.run_async(input, values=self._values, timeout=self._timeout)
-        values, timeout, fresh = self._values, self._timeout, self._fresh
-        prepared = coordinator._acquire_record(input, position, values, timeout, fresh=fresh)  # noqa: SLF001 - this module's
-        if isinstance(prepared, Generator):
-            prepared = await drive_async(prepared)
-        return prepared if isinstance(prepared, RunResult) else await run_async(prepared)
+        if coordinator is not None:
+            coordinator.close()
+            store = coordinator.store
+            close = getattr(store, "close", None)
+            if close is not None:
+                close()
+
+
+def _pack(result: RunResult[Any], events: tuple[RunEvent, ...]) -> bytes:
+    """A run's result and events, pickled; what doesn't pickle is replaced (see `_portable`)."""
+    try:
+        return pickle.dumps((result, events), pickle.HIGHEST_PROTOCOL)
+    except Exception:  # noqa: BLE001 - an error or an output that doesn't pickle: send what does
+        portable = _portable(result)
+        return pickle.dumps((portable, tuple(_portable_event(event, portable) for event in events)))
+
+
+def _pickles(value: object) -> bool:
+    try:
+        pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+    except Exception:  # noqa: BLE001 - anything may fail to pickle
+        return False
+    return True
+
+
+def _stand_in(error: BaseException) -> BaseException:
+    """*error*, or a `StoredError` with its class and message if it doesn't pickle."""
+    if _pickles(error):
+        return error
+    if isinstance(error, JobFailed | PrecheckFailed):
+        return type(error)(error.step, _stand_in(error.error))
+    if isinstance(error, StepError):
+        return StepError(error.step, error.phase, _stand_in(error.error))
+    if isinstance(error, InputError):
+        return InputError(error.position, _stand_in(error.error))
+    return StoredError(f"{type(error).__module__}.{type(error).__qualname__}", str(error))
+
+
+def _portable(result: RunResult[Any]) -> RunResult[Any]:
+    """
+    *result* with what can't be pickled replaced, to leave its worker process.
+
+    An error that doesn't pickle becomes a `StoredError` (its class and
+    message); an output that doesn't is left out of the data bag, and a run
+    that was ok fails with `UnstorableOutput` naming the first.
+    """
+    fatal = result.fatal
+    bag = DataBag()
+    lost: tuple[str, Phase, object] | None = None
+    tables: tuple[tuple[Phase, Mapping[str, object]], ...] = (
+        ("precheck", result.data_bag.precheck_data),
+        ("job", result.data_bag.job_data),
+    )
+    for phase, outputs in tables:
+        for name, value in outputs.items():
+            if _pickles(value):
+                (bag.set_precheck_data if phase == "precheck" else bag.set_job_data)(name, value)
+            elif lost is None:
+                lost = (name, phase, value)
+    portable_fatal = None if fatal is None else _stand_in(fatal)
+    if lost is not None and fatal is None:
+        name, phase, value = lost
+        portable_fatal = UnstorableOutput(
+            name, phase, type_name(value), "it can't be pickled to leave its worker process"
+        )
+    input_ = result.input if _pickles(result.input) else repr(result.input)
+    errors = tuple(_stand_in(error) for error in result.errors)
+    compensations = tuple(_stand_in(error) for error in result.compensation_errors)
+    calls = tuple((c.step, c.phase, c.outcome, c.seconds, c.attempts, c.restored, c.started) for c in result.trace)
+    fields = (input_, errors, portable_fatal, bag, result.run_id, result.key, compensations, calls)
+    return result_of(Finished(*fields))  # type: ignore[arg-type]
+
+
+def _portable_event(event: RunEvent, result: RunResult[Any]) -> RunEvent:
+    if isinstance(event, RunFinished):
+        return replace(event, result=result)
+    if isinstance(event, CallbackFinished) and event.error is not None:
+        return replace(event, error=_stand_in(event.error))
+    if isinstance(event, Emitted) and not _pickles(event.payload):
+        return replace(event, payload=repr(event.payload))
+    if isinstance(event, RunStarted) and not _pickles(event.input):
+        return replace(event, input=repr(event.input))
+    return event

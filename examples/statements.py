@@ -5,8 +5,9 @@ The README example of the Go package worldline-go/choreograph, made real. Each
 record runs two steps: "create statement", whose precheck skips the job (with
 `Skip`, passing the existing id on) when the statement already exists, and
 "create statement lines", whose job reads the statement id from the DataBag
-and inserts the lines. `run_many` runs the records on 4 threads, each with its
-own SQLite connection (WAL mode, busy timeout).
+and inserts the lines. `run_many` runs the records on 4 threads; each thread
+opens its own SQLite connection (WAL mode, busy timeout) the first time a
+callback reads ``ctx.resources["db"]``, and closes it when the batch ends.
 
 The coordinator records every run in a `SqliteStore` next to the database, keyed
 by ``account/period``. One record holds a credit note (a negative line) that the
@@ -22,8 +23,10 @@ temporary directory).
 import sqlite3
 import sys
 import tempfile
-import threading
+from collections.abc import Generator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from choreograph import Context, Coordinator, JobFailed, RunResult, Skip, SqliteStore, Step
@@ -67,38 +70,22 @@ def make_records() -> list[Statement]:
     return records
 
 
-class Database:
-    """The business database: one connection per thread (sqlite3 connections are not shared)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-
-    def connection(self) -> sqlite3.Connection:
-        """Return this thread's connection. Its write transactions wait up to 30 s for the lock."""
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = sqlite3.connect(
-                self.path, timeout=30, isolation_level="IMMEDIATE", check_same_thread=False
-            )
-            with self._lock:
-                self._all.append(conn)
-        return conn
-
-    def close(self) -> None:
-        """Close every thread's connection."""
-        with self._lock:
-            for conn in self._all:
-                conn.close()
+@contextmanager
+def connect(path: str) -> Generator[sqlite3.Connection, None, None]:
+    """A worker's connection to the business database (a resource): its write transactions wait up to 30 s."""
+    # Another thread may close it (`Coordinator.close` closes the resources of every thread).
+    conn = sqlite3.connect(path, timeout=30, isolation_level="IMMEDIATE", check_same_thread=False)
+    try:
+        yield conn
+    finally:
+        conn.close()
 
 
 def db(ctx: Context[Statement]) -> sqlite3.Connection:
-    database = ctx.values["db"]
-    if not isinstance(database, Database):
-        raise TypeError("values['db'] should be a Database")
-    return database.connection()
+    conn = ctx.resources["db"]  # this worker's: made at its first use, closed when the worker ends
+    if not isinstance(conn, sqlite3.Connection):
+        raise TypeError("resources['db'] should be a sqlite3 connection")
+    return conn
 
 
 def statement_exists(ctx: Context[Statement], record: Statement) -> None:
@@ -152,27 +139,26 @@ def main(argv: list[str] | None = None) -> int:
 
 def demo(path: str) -> int:
     print(f"business database: {path}")
-    database = Database(path)
-    conn = database.connection()
-    conn.execute("PRAGMA journal_mode=WAL")  # readers and the writer don't block each other
-    conn.executescript(SCHEMA)
+    with closing(sqlite3.connect(path)) as setup:
+        setup.execute("PRAGMA journal_mode=WAL")  # readers and the writer don't block each other
+        setup.executescript(SCHEMA)
     store = SqliteStore(f"{path}.runs")
     coordinator = Coordinator[Statement](
         [STATEMENT, Step("create statement lines", create_lines)],
         store=store,
         key=statement_key,
+        resources={"db": partial(connect, path)},
     )
     records = make_records()
-    values = {"db": database}
 
-    summarize("pass 1", list(coordinator.run_many(records, workers=4, values=values)))
+    summarize("pass 1", list(coordinator.run_many(records, workers=4)))
     failed = list(store.runs(status="failed"))  # a snapshot: runs() reads the store again at each use
     for info in failed:
         print(f"  store.runs(status='failed'): {info.key} (step {info.failed_step!r}, {info.error_type})")
     if failed:
         print("fixing the code: credit notes are accepted now; running every record again")
         Rules.accept_credit_notes = True
-        results = list(coordinator.run_many(records, workers=4, values=values, ordered=True))
+        results = list(coordinator.run_many(records, workers=4, ordered=True))
         summarize("pass 2", results)
         for result in results:
             if result.key in {info.key for info in failed}:
@@ -183,11 +169,12 @@ def demo(path: str) -> int:
         print("  no failed keys: nothing to resume")
     statuses = [info.status for info in store.runs()]
     print(f"store: {statuses.count('ok')} of {len(statuses)} keys ok ({store.path})")
-    (counts,) = conn.execute("SELECT (SELECT count(*) FROM statements), (SELECT count(*) FROM statement_lines)")
+    with closing(sqlite3.connect(path)) as conn:
+        (counts,) = conn.execute("SELECT (SELECT count(*) FROM statements), (SELECT count(*) FROM statement_lines)")
     print(f"database: {counts[0]} statements, {counts[1]} lines")
     print("run it with a file to keep, twice, to see every key restored: python examples/statements.py statements.db")
     store.close()
-    database.close()
+    coordinator.close()  # the workers closed their connections; this closes any other (none here)
     return 0
 
 

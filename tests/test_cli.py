@@ -761,7 +761,7 @@ def test_graph_in_a_subprocess(cli: Cli):
         (["run", "cli_flows:orders", "object.json", "--format", "json"], "is JSON but not an array of records"),
         (["run", "cli_flows:orders", "plain.txt"], "cannot tell the format of INPUT 'plain.txt'"),
         (["run", "cli_flows:orders", "latin.csv"], "cannot read INPUT 'latin.csv'"),
-        (["run", "cli_flows:orders", "ok.csv", "--executor", "processes"], "--executor processes comes in a later"),
+        (["run", "cli_flows:untyped", "ok.csv", "--executor", "processes"], "job <lambda> can't be sent to worker"),
         (["run", "cli_flows:orders", "ok.csv", "--workers", "0"], "Invalid value for '--workers'"),
         (["run", "cli_flows:orders", "ok.csv", "--wrkers", "2"], "No such option '--wrkers'"),
         (["run", "cli_flows:orders", "ok.csv", "--store", "postgresql://db/x"], "PostgreSQL stores come with"),

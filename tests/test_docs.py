@@ -35,6 +35,7 @@ EXAMPLES = {
     "docs/guide/listeners.md": 1,
     "docs/guide/parallel.md": 1,
     "docs/guide/pictures.md": 2,
+    "docs/guide/executors.md": 5,
 }
 
 FENCE = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)

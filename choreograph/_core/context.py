@@ -9,10 +9,10 @@ always those of the callback reading them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar, Token
 from threading import get_ident
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
 
 from loguru import logger as _logger
 
@@ -37,6 +37,7 @@ class RunView(Protocol):
     key: str | None
     fatal: ChoreographError | None
     emit: Callable[[RunEvent], None] | None
+    resources: Mapping[str, object] | None
 
     @property
     def bag(self) -> DataBag:
@@ -173,6 +174,27 @@ class Context(Generic[InputT]):
             self._logger, self._logger_step = bound, step
         return bound
 
+    # -- resources: the run's worker's (``Coordinator(resources=...)``); a run that never reads them pays nothing.
+
+    @property
+    def resources(self) -> Mapping[str, object]:
+        """
+        The resources of the worker running this run, made on first use (``Coordinator(resources=...)``).
+
+        A read-only mapping: ``ctx.resources["db"]`` is what the ``"db"``
+        factory returned (for a context manager, what its ``__enter__``
+        returned), made once per worker: a thread of the executor, a worker
+        process, or the thread calling `Coordinator.run`. The callbacks of a
+        `Parallel` group's branches share their run's worker's resources.
+
+        Raises:
+            KeyError: (on reading a name) no such resource; the message names those there are.
+
+        .. versionadded:: 0.4.0
+        """
+        resources = self._run.resources
+        return _NO_RESOURCES if resources is None else resources
+
     def emit(self, kind: str, payload: object = None) -> None:
         """
         Send an `Emitted` event (progress, a custom message) to the run's listeners.
@@ -198,6 +220,23 @@ class Context(Generic[InputT]):
 
     def __repr__(self) -> str:
         return f"<Context run_id={self._run.run_id} step={self.step!r} phase={self.phase}>"
+
+
+class _NoResources(Mapping[str, object]):
+    """``ctx.resources`` of a coordinator without resources."""
+
+    def __getitem__(self, name: str) -> object:
+        msg = f"no resource named {name!r}: the coordinator has none (give them as Coordinator(resources={{...}}))"
+        raise KeyError(msg)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+_NO_RESOURCES: Final = _NoResources()
 
 
 def context_for(run: RunView) -> Context[Any]:

@@ -117,6 +117,7 @@ class RunState:
         rollback: Resume an interrupted rollback instead of running forward.
         compensation_errors: Errors of the compensations that failed.
         completed: Steps whose job completed (to compensate), in order.
+        resources: The resources of the worker running the run (``ctx.resources``), if the coordinator has any.
     """
 
     calls: list[RawCall] | None = None
@@ -136,6 +137,7 @@ class RunState:
     compensation_errors: list[StepError] | tuple[StepError, ...] = ()
     completed: list[StepNode] = []  # noqa: RUF012 - replaced, never mutated, before a run appends to it
     values: Mapping[str, object] = _EMPTY
+    resources: Mapping[str, object] | None = None
 
     def __init__(self, plan: Plan, input: object, values: Mapping[str, object] | None, run_id: int) -> None:  # noqa: A002
         self.plan = plan

@@ -1,20 +1,24 @@
 """
 ``run``, ``resume`` and ``rerun``: batches of runs, with a live bar, a summary, and Ctrl-C handled.
 
-``run`` hands its records to `Coordinator.run_many`; ``resume`` and
-``rerun`` run keys of a store, on a `ThreadExecutor` of their own (each
-task runs one key). Either way Ctrl-C stops taking new work, lets the runs
+``run`` hands its records to `Coordinator.run_many`, on the executor
+``--executor`` names (with ``processes``, the status of each record's key
+is read here, as the record is taken, since the key function runs in the
+workers); ``resume`` and ``rerun`` run keys of a store, on a
+`ThreadExecutor` of their own (each task runs one key). Either way Ctrl-C stops taking new work, lets the runs
 in flight finish, prints the summary and exits with 130: every key not
 finished stays in the store, to resume.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from typing import Any
 
@@ -78,9 +82,8 @@ def run_records(
     progress: bool,
 ) -> int:
     """``choreograph run``: every record of INPUT through TARGET; return the exit status."""
-    if executor != "threads":
-        raise click.UsageError(f"--executor {executor} comes in a later version of choreograph: use threads for now")
-    flow, before, converter = _prepare(target, store_location, key_field, fresh=fresh)
+    shipped = executor == "processes"
+    flow, before, converter = _prepare(target, store_location, key_field, fresh=fresh, shipped=shipped)
     source = Source(source_location, chosen_format)
     try:
         out = Output(output) if output is not None else None
@@ -89,8 +92,12 @@ def run_records(
         raise
     bar = Bar(source.count()) if progress and is_terminal(sys.stderr) else None
     summary = Summary(f"choreograph run {target} {source_location}")
-    records = _Records(source, converter, summary, bar)
-    results = flow.run_many(records, workers=workers, fresh=fresh)
+    records = _Records(source, converter, summary, bar, before if shipped else None)
+    try:
+        results = flow.run_many(records, workers=workers, fresh=fresh, executor=executor)
+    except TypeError as exc:  # processes: what can't be sent to them
+        source.close()
+        raise click.UsageError(f"--executor {executor}: {exc}") from exc
     interrupted = False
     try:
         for result in results:
@@ -112,17 +119,35 @@ def run_records(
         if out is not None:
             records.flush(out)
             out.close()
+    flow.close()
     summary.print(interrupted=interrupted)
     return summary.exit_code(interrupted=interrupted)
 
 
+class _Field:
+    """
+    ``--key FIELD`` for worker processes: reads *field* of a record, as `field_key` does, and pickles.
+
+    >>> _Field("id")({"id": "A-1"})
+    'A-1'
+    """
+
+    def __init__(self, field: str) -> None:
+        self.field = field
+        self.__qualname__ = f"field {field!r}"
+
+    def __call__(self, record: object) -> str | int:
+        value: Any = record[self.field] if isinstance(record, Mapping) else getattr(record, self.field)
+        return value  # type: ignore[no-any-return]  # the runner checks it is a str or an int
+
+
 def _prepare(
-    target: str, store_location: str | None, key_field: str | None, *, fresh: bool
+    target: str, store_location: str | None, key_field: str | None, *, fresh: bool, shipped: bool = False
 ) -> tuple[Coordinator[Any], _Before | None, Converter]:
     """The flow to run (durable with its store and key, if it has a store), and its converter of records."""
     flow = load_target(target)
     store = flow_store(flow, store_location, create=True)
-    key = field_key(key_field) if key_field is not None else coordinator_key(flow)
+    key = coordinator_key(flow) if key_field is None else (_Field if shipped else field_key)(key_field)
     if store is None:
         if key_field is not None:
             raise click.UsageError("--key names each record's key in a store: give --store too")
@@ -139,7 +164,8 @@ def _prepare(
             "runs in a store need each record's key: give --key FIELD, or Coordinator(key=...) in the flow"
         )
     before = _Before(store, key, fresh=fresh)
-    return with_store(flow, store, before.key), before, converter
+    # Worker processes run the key function itself; the statuses are then noted here (see `_Records`).
+    return with_store(flow, store, key if shipped else before.key), before, converter
 
 
 class _Records:
@@ -150,8 +176,11 @@ class _Records:
     left out; `position` maps `run_many`'s positions back to INPUT's.
     """
 
-    def __init__(self, source: Source, converter: Converter, summary: Summary, bar: Bar | None) -> None:
+    def __init__(
+        self, source: Source, converter: Converter, summary: Summary, bar: Bar | None, before: _Before | None = None
+    ) -> None:
         self._source, self._converter, self._summary, self._bar = source, converter, summary, bar
+        self._before = before  # notes each key's status as its record is taken (for worker processes)
         self._left_out: list[int] = []  # INPUT positions, ascending
         self._unreadable: deque[tuple[int, object, RecordError]] = deque()
 
@@ -159,13 +188,18 @@ class _Records:
         convert = self._converter.convert
         for position, raw in self._source.records():
             try:
-                yield convert(raw)
+                record = convert(raw)
             except RecordError as exc:
                 self._left_out.append(position)
                 self._unreadable.append((position, raw, exc))
                 self._summary.add_unreadable()
                 if self._bar is not None:
                     self._bar.count(ok=False)
+                continue
+            if self._before is not None:
+                with contextlib.suppress(Exception):  # a key that can't be derived fails its run, in its worker
+                    self._before.key(record)
+            yield record
 
     def position(self, given: int) -> int:
         """
@@ -192,6 +226,10 @@ class _Tasks:
     """A `RunJob` whose inputs are tasks: each runs one key of a store."""
 
     is_async = False
+
+    def worker(self) -> AbstractContextManager[object]:
+        """Nothing to do: the flow's resources are closed when the command ends (see `Coordinator.close`)."""
+        return nullcontext()
 
     def run(self, task: Task, position: int, /) -> RunResult[Any]:  # noqa: ARG002 - the protocol's
         """Run the task."""
@@ -255,6 +293,7 @@ def resume_keys(
     tasks = {key: (partial(_resume, flow, key, status), status) for key, status in chosen.items()}
     summary = Summary(f"choreograph resume {target}")
     interrupted = _run_tasks(tasks, summary, progress=progress)
+    flow.close()
     summary.print(interrupted=interrupted)
     return summary.exit_code(interrupted=interrupted)
 
@@ -279,6 +318,7 @@ def rerun_keys(*, target: str, store_location: str, from_step: str, keys: tuple[
     tasks = {key: (partial(rerun, key, from_step=from_step), None) for key in keys}
     summary = Summary(f"choreograph rerun {target} --from {from_step}")
     interrupted = _run_tasks(tasks, summary, progress=progress)
+    flow.close()
     summary.print(interrupted=interrupted)
     return summary.exit_code(interrupted=interrupted)
 

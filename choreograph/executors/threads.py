@@ -7,7 +7,8 @@ inputs. At most ``2 * workers`` inputs are taken and not yet yielded at
 first (the window); the window grows by one per result yielded, up to
 1,024 more, so memory stays bounded whatever the stream. A flow with
 ``async def`` callbacks runs each worker's runs on one event loop of its own,
-instead of starting a loop per run.
+instead of starting a loop per run. Each thread is a worker: the resources
+its runs create (``ctx.resources``) are its own, closed when it ends.
 
 The calling thread only collects results. When it is interrupted
 (``KeyboardInterrupt``), or closes the iterator, the workers stop taking
@@ -141,12 +142,13 @@ class _Pool(Generic[InputT]):
 
     def _work(self) -> None:
         try:
-            if self._job.is_async:
-                asyncio.run(self._work_async())
-            else:
-                run = self._job.run
-                while (taken := self._take()) is not None:
-                    self._reports.put((taken[0], run(taken[1], taken[0])))
+            with self._job.worker():  # the thread's resources are closed when it ends
+                if self._job.is_async:
+                    asyncio.run(self._work_async())
+                else:
+                    run = self._job.run
+                    while (taken := self._take()) is not None:
+                        self._reports.put((taken[0], run(taken[1], taken[0])))
         except BaseException as exc:  # noqa: BLE001 - reported to the consumer, which raises it
             self._stopping.set()
             self._reports.put((-1, exc))
