@@ -49,14 +49,14 @@ def cli() -> None:
     "--workers",
     type=click.IntRange(min=1),
     metavar="N",
-    help="Threads running records [default: cpus + 4, at most 32].",
+    help="Workers running records [default: threads cpus + 4 (at most 32); processes one per CPU; async 100].",
 )
 @click.option(
     "--executor",
     type=click.Choice(["threads", "processes", "async"]),
     default="threads",
     show_default=True,
-    help="Where runs run (only threads, for now).",
+    help="Where runs run: threads, worker processes, or tasks on one event loop.",
 )
 @click.option("--fresh", is_flag=True, help="Run keys that finished ok again, from scratch.")
 @click.option("--output", metavar="FILE", help="Write one JSON line per run to FILE ('-': standard output).")
