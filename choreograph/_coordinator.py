@@ -1182,8 +1182,8 @@ def _store_recipe(store: Store | None) -> Callable[[], Store] | None:
             codec=store.codec,
             lease=store.lease,
             max_interruptions=store.max_interruptions,
-            synchronous=store._synchronous,  # noqa: SLF001 - its configuration, which it doesn't expose
-            busy_timeout=store._busy,  # noqa: SLF001 - its configuration, which it doesn't expose
+            synchronous=store.synchronous,
+            busy_timeout=store.busy_timeout,
         )
     _check_shippable(store, "the store")  # a third-party store pickles its own configuration
     return partial(_same, store)

@@ -909,3 +909,12 @@ def test_verify_of_a_deleted_file_says_it_is_gone(store_path: Path):
             item.unlink()
         with pytest.raises(StoreError, match="the file is gone"):
             store.verify()
+
+
+def test_a_sqlite_store_shows_its_connection_settings(tmp_path: Path) -> None:
+    """`synchronous` and `busy_timeout` say how the store opens its connections (a process executor reopens it so)."""
+    with SqliteStore(tmp_path / "a.db", synchronous="FULL", busy_timeout=2.5) as store:
+        assert (store.synchronous, store.busy_timeout) == ("FULL", 2.5)
+    with SqliteStore(tmp_path / "b.db") as store:
+        assert store.synchronous in {"NORMAL", "FULL"}
+        assert store.busy_timeout > 0

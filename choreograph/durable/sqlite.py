@@ -333,6 +333,24 @@ class SqliteStore:
         """The file, for messages."""
         return self.path
 
+    @property
+    def synchronous(self) -> Literal["NORMAL", "FULL"]:
+        """
+        SQLite's ``synchronous`` setting this store opens its connections with.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._synchronous
+
+    @property
+    def busy_timeout(self) -> float:
+        """
+        Seconds a connection waits for another writer's lock.
+
+        .. versionadded:: 0.4.0
+        """
+        return self._busy
+
     def begin(self, key: str, input: str, *, fresh: bool, restore: Restore | None = None) -> Begun | str:  # noqa: A002
         """
         Take the lease of *key*, storing its encoded *input* (see `Store.begin`, also for *restore*).
