@@ -102,8 +102,9 @@ class Entry:
     """
     One callback of a lane, in run order; or a group, which is one entry of its lane.
 
-    A group's entry has only `group` and `next_step`: the run loop looks at
-    `group` first.
+    A group's entry has only `group` (reading another of its fields raises
+    `AttributeError`): the run loop looks at `group` first, and goes on with
+    the next entry once the group ended.
     """
 
     __slots__ = ("callback", "first", "group", "next_step", "step")
@@ -113,10 +114,10 @@ class Entry:
         self.group: GroupNode | None = None
 
     @classmethod
-    def of_group(cls, group: GroupNode, next_step: int) -> Entry:
+    def of_group(cls, group: GroupNode) -> Entry:
         """The entry of a group in its lane."""
         entry: Entry = object.__new__(cls)
-        entry.group, entry.next_step, entry.first = group, next_step, False
+        entry.group = group
         return entry
 
 
@@ -128,7 +129,7 @@ def lane(children: tuple[Node, ...]) -> tuple[Entry, ...]:
             after = len(entries) + len(child.callbacks)
             entries.extend(Entry(cb, child, index == 0, after) for index, cb in enumerate(child.callbacks))
         else:
-            entries.append(Entry.of_group(child, len(entries) + 1))
+            entries.append(Entry.of_group(child))
     return tuple(entries)
 
 
@@ -145,7 +146,6 @@ class Plan:
         labels: ``(step, phase)`` of each entry (a group's name for a group's entry).
         names: Step names by case-folded name.
         taken: Step and group names by case-folded name (they share one namespace).
-        has_groups: Whether the plan has a group.
         size: Timestamps a fast run takes (one per entry, plus the start).
         compensates: Whether any step has a compensation.
         has_async: Whether any callback is ``async def``.
@@ -159,7 +159,6 @@ class Plan:
         "entries",
         "fast",
         "has_async",
-        "has_groups",
         "labels",
         "names",
         "root",
@@ -177,11 +176,13 @@ class Plan:
         self.entries = entries = lane(root.children)
         self.size = len(entries) + 1
         self.labels: tuple[tuple[str, Phase], ...] = tuple(
-            (e.group.name, "job") if e.group is not None else (e.step.name, e.callback.role) for e in entries
+            (e.group.name, "job")  # pragma: no mutate - never read: the fast path stops at a group
+            if e.group is not None
+            else (e.step.name, e.callback.role)
+            for e in entries
         )
         self.names = {st.key: st.name for st in self.steps}
         groups = tuple(root.groups())
-        self.has_groups = bool(groups)
         self.taken = {**self.names, **{group.key: group.name for group in groups}}
         self.compensates = any(st.compensate is not None for st in self.steps)
         callbacks = [cb for st in self.steps for cb in st.all_callbacks()]
