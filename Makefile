@@ -48,6 +48,7 @@ pytest: $(STAMP)
 bench: $(STAMP)  # add --strict to a script to make a missed target fail
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/durable.py
+	$(BIN)/python benchmarks/durable_threads.py
 	$(BIN)/python benchmarks/run_many.py
 	$(BIN)/python benchmarks/executors.py
 	$(BIN)/python benchmarks/store_runs.py

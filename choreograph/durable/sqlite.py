@@ -6,6 +6,11 @@ One file holds every run of a flow, by idempotency key: a ``runs`` row per key
 callback (outcome, output, error, attempts, timing). An event is committed
 before the next callback starts, so after a crash the file tells exactly which
 callbacks completed. The file runs in WAL mode; several processes may share it.
+
+A process writes through one connection (`choreograph.durable._commits.Writer`):
+threads that write at the same time wait in line instead of in SQLite's busy
+handler, and the writes that queue up while one commits are committed together.
+Reads go through a connection per thread.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any, Final, Literal, Self
 from .._core.callbacks import type_name
 from .._core.result import Outcome
 from .._errors import Phase, StoreError
+from ._commits import Writer
 from .codec import Codec, CodecError, JsonCodec
 from .leases import is_alive, new_owner
 from .protocol import TRACE_CONTEXT_LIMIT, Begun, Ending, Event, NewEvent, Restore, Row, RunInfo, Status, begin_row
@@ -166,6 +172,8 @@ class SqliteStore:
         self._busy = float(busy_timeout)
         self.owner = new_owner()
         self._local = threading.local()
+        self._writer: Writer | None = None
+        self._writer_pid = 0
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -284,14 +292,33 @@ class SqliteStore:
             raise StoreError(self.path, "the store is closed")
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None or self._local.pid != os.getpid():  # a new thread, or a forked child
-            conn = self._connect()
-            try:
-                self._configure(conn)
-            except sqlite3.DatabaseError as exc:
-                conn.close()
-                raise StoreError(self.path, f"corrupt or unreadable ({exc})") from exc
+            conn = self._configured()
             self._adopt(conn)
         return conn
+
+    def _configured(self) -> sqlite3.Connection:
+        conn = self._connect()
+        try:
+            self._configure(conn)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreError(self.path, f"corrupt or unreadable ({exc})") from exc
+        return conn
+
+    def writer(self) -> Writer:
+        """This process's writer: every write of runs and events goes through its one connection."""
+        writer = self._writer
+        if writer is None or self._writer_pid != os.getpid():  # the first write, or a forked child's
+            with self._lock:
+                if self._closed:
+                    raise StoreError(self.path, "the store is closed")
+                writer = self._writer
+                if writer is None or self._writer_pid != os.getpid():
+                    conn = self._configured()
+                    self._connections.append(conn)
+                    writer = self._writer = Writer(conn)
+                    self._writer_pid = os.getpid()
+        return writer
 
     @contextlib.contextmanager
     def _write(self, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
@@ -314,7 +341,9 @@ class SqliteStore:
 
     def close(self) -> None:
         """Close every connection; the store can't be used afterwards."""
-        self._closed = True
+        with self._lock:
+            self._closed = True
+            self._writer = None
         self._finalizer()
 
     def __enter__(self) -> Self:
@@ -359,74 +388,78 @@ class SqliteStore:
             The holder, while another live process runs the key; else what the run starts from.
         """
         now = time.time()
-        conn = self.connection()
-        cursor: sqlite3.Cursor = self._local.cursor
+        writer = self.writer()
         try:
             if restore is None:  # a new key (the common case): one statement, one transaction
-                created = cursor.execute(
-                    "INSERT OR IGNORE INTO runs (key, status, generation, sessions, input, owner, lease_until, created,"
-                    " updated) VALUES (?, 'running', 1, 1, ?, ?, ?, ?, ?)",
-                    (key, input, self.owner, now + self.lease, now, now),
-                ).rowcount
+                created = writer.change(_BEGIN_NEW, (key, input, self.owner, now + self.lease, now, now))
                 if created:  # Begun("running", 1, 1, recorder=...), without its generated __new__
                     return _new_begun(
-                        Begun, ("running", 1, 1, 0, None, (), None, SqliteSession(self, conn, cursor, key, 1, 1), None)
+                        Begun, ("running", 1, 1, 0, None, (), None, SqliteSession(self, writer, key, 1, 1), None)
                     )
-            with self._write(conn):
-                found = conn.execute(
-                    "SELECT status, generation, sessions, interruptions, owner, lease_until, fatal, trace_context"
-                    " FROM runs WHERE key = ?",
-                    (key,),
-                ).fetchone()
-                row = None if found is None else Row(*found)
-                new, outcome = begin_row(
-                    row,
-                    owner=self.owner,
-                    now=now,
-                    lease=self.lease,
-                    max_interruptions=self.max_interruptions,
-                    fresh=fresh,
-                    alive=lambda holder: is_alive(holder, self.owner),
-                )
-                if isinstance(outcome, str):
-                    return outcome
-                if restore is not None:
-                    self._restore(conn, key, row, outcome, restore)
-                if new is not None:
-                    self._write_row(conn, key, input, new, now, created=row is None)
-                if outcome.status == "poisoned":
-                    return Begun(
-                        status="poisoned",
-                        generation=outcome.generation,
-                        session=outcome.sessions,
-                        interruptions=outcome.interruptions,
-                    )
-                events = self.events(key, generation=outcome.generation)
-                result = None
-                if outcome.status == "ok":
-                    stored = conn.execute("SELECT result FROM runs WHERE key = ?", (key,)).fetchone()[0]
-                    result = tuple(json.loads(stored)) if stored else None
+            begun: Begun | str = writer.write(self._begin_row, key, input, fresh, restore, now, transaction=True)
         except sqlite3.DatabaseError as exc:
             raise StoreError(self.path, f"cannot begin key {key!r}: {exc}") from exc
-        recorder = None
-        if outcome.status != "ok":
-            recorder = SqliteSession(self, conn, cursor, key, outcome.generation, outcome.sessions)
+        if isinstance(begun, str) or begun.status in ("ok", "poisoned"):
+            return begun
+        return begun._replace(recorder=SqliteSession(self, writer, key, begun.generation, begun.session))
+
+    def _begin_row(
+        self,
+        cursor: sqlite3.Cursor,
+        key: str,
+        input: str,  # noqa: A002
+        fresh: bool,  # noqa: FBT001
+        restore: Restore | None,
+        now: float,
+    ) -> Begun | str:
+        """`begin` of a key the store may have (a write of the writer's: its recorder is added by `begin`)."""
+        found = cursor.execute(
+            "SELECT status, generation, sessions, interruptions, owner, lease_until, fatal, trace_context"
+            " FROM runs WHERE key = ?",
+            (key,),
+        ).fetchone()
+        row = None if found is None else Row(*found)
+        new, outcome = begin_row(
+            row,
+            owner=self.owner,
+            now=now,
+            lease=self.lease,
+            max_interruptions=self.max_interruptions,
+            fresh=fresh,
+            alive=lambda holder: is_alive(holder, self.owner),
+        )
+        if isinstance(outcome, str):
+            return outcome
+        if restore is not None:
+            self._restore(cursor, key, row, outcome, restore)
+        if new is not None:
+            self._write_row(cursor, key, input, new, now, created=row is None)
+        if outcome.status == "poisoned":
+            return Begun(
+                status="poisoned",
+                generation=outcome.generation,
+                session=outcome.sessions,
+                interruptions=outcome.interruptions,
+            )
+        result = None
+        if outcome.status == "ok":
+            stored = cursor.execute("SELECT result FROM runs WHERE key = ?", (key,)).fetchone()[0]
+            result = tuple(json.loads(stored)) if stored else None
         return Begun(
             status=outcome.status,
             generation=outcome.generation,
             session=outcome.sessions,
             interruptions=outcome.interruptions,
             fatal=outcome.fatal,
-            events=events,
+            events=self._events(cursor, key, outcome.generation),
             result=result,
-            recorder=recorder,
             trace_context=outcome.trace_context,
         )
 
-    def _restore(self, conn: sqlite3.Connection, key: str, row: Row | None, started: Row, restore: Restore) -> None:
+    def _restore(self, cursor: sqlite3.Cursor, key: str, row: Row | None, started: Row, restore: Restore) -> None:
         """Copy the events a rerun chooses into the generation *started*, in `begin`'s transaction."""
-        chosen = restore(row, [] if row is None else self.events(key, generation=row.generation))
-        conn.executemany(
+        chosen = restore(row, [] if row is None else self._events(cursor, key, row.generation))
+        cursor.executemany(
             "INSERT INTO events (key, generation, session, step, phase, outcome, output, error, error_type,"
             " attempts, seconds, at, traceback) SELECT key, ?, ?, step, phase, outcome, output, error,"
             " error_type, attempts, seconds, at, traceback FROM events WHERE id = ? AND key = ?",
@@ -434,22 +467,22 @@ class SqliteStore:
         )
 
     def _write_row(
-        self, conn: sqlite3.Connection, key: str, encoded_input: str, row: Row, now: float, *, created: bool
+        self, cursor: sqlite3.Cursor, key: str, encoded_input: str, row: Row, now: float, *, created: bool
     ) -> None:
         if created:
-            conn.execute(
+            cursor.execute(
                 "INSERT INTO runs (key, status, generation, sessions, input, owner, lease_until, created,"
                 " updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (key, row.status, row.generation, row.sessions, encoded_input, row.owner, row.lease_until, now, now),
             )
         elif row.status == "poisoned":
-            conn.execute(
+            cursor.execute(
                 "UPDATE runs SET status = 'poisoned', interruptions = ?, owner = NULL,"
                 " lease_until = NULL, updated = ? WHERE key = ?",
                 (row.interruptions, now, key),
             )
         else:
-            conn.execute(
+            cursor.execute(
                 "UPDATE runs SET status = ?, generation = ?, sessions = ?, interruptions = ?, input = ?,"
                 " fatal = ?, owner = ?, lease_until = ?, updated = ?, trace_context = ? WHERE key = ?",
                 (
@@ -619,6 +652,13 @@ class SqliteStore:
 
         .. versionadded:: 0.1.0
         """
+        try:
+            return self._events(self.connection().cursor(), key, generation)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(self.path, f"cannot read: {exc}") from exc
+
+    @staticmethod
+    def _events(cursor: sqlite3.Cursor, key: str, generation: int | None) -> list[Event]:
         sql = (
             "SELECT key, generation, session, step, phase, outcome, output, error, error_type, attempts, seconds, at,"
             " id, traceback FROM events WHERE key = ?"
@@ -644,7 +684,7 @@ class SqliteStore:
                 at=r[11],
                 traceback=r[13],
             )
-            for r in self._read(sql + " ORDER BY id", params)
+            for r in cursor.execute(sql + " ORDER BY id", params).fetchall()
         ]
 
     def decode(self, text: str) -> object:
@@ -744,13 +784,28 @@ class SqliteStore:
         if keys is not None:
             where.append(f"key IN ({','.join('?' * len(keys))})")
             params += keys
-        condition = " AND ".join(where)
         try:
-            with self._write() as conn:
-                conn.execute(f"DELETE FROM events WHERE key IN (SELECT key FROM runs WHERE {condition})", params)  # noqa: S608
-                return conn.execute(f"DELETE FROM runs WHERE {condition}", params).rowcount  # noqa: S608
+            pruned: int = self.writer().write(_prune, " AND ".join(where), params, transaction=True)
         except sqlite3.DatabaseError as exc:
             raise StoreError(self.path, f"cannot prune: {exc}") from exc
+        return pruned
+
+
+def _prune(cursor: sqlite3.Cursor, condition: str, params: list[object]) -> int:
+    cursor.execute(f"DELETE FROM events WHERE key IN (SELECT key FROM runs WHERE {condition})", params)  # noqa: S608
+    return cursor.execute(f"DELETE FROM runs WHERE {condition}", params).rowcount  # noqa: S608
+
+
+def _insert_renewing(cursor: sqlite3.Cursor, sql: str, params: tuple[object, ...], renewal: tuple[object, ...]) -> int:
+    """A write of one event and the renewal of its run's lease: the event's id."""
+    number = cursor.execute(sql, params).lastrowid
+    if not cursor.execute(_RENEW, renewal).rowcount:
+        raise _LostLease
+    return number or 0
+
+
+class _LostLease(Exception):
+    """Renewing a run's lease found the run no longer this store's (another process took it over)."""
 
 
 _INSERT: Final = (
@@ -767,6 +822,12 @@ _INSERT_BARE: Final = (
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
+_BEGIN_NEW: Final = (
+    "INSERT OR IGNORE INTO runs (key, status, generation, sessions, input, owner, lease_until, created,"
+    " updated) VALUES (?, 'running', 1, 1, ?, ?, ?, ?, ?)"
+)
+_RENEW: Final = "UPDATE runs SET lease_until = ? WHERE key = ? AND owner = ?"
+
 _FINISH_OK: Final = (
     "UPDATE runs SET status = ?, fatal = NULL, failed_step = NULL, error_type = NULL, error_message = NULL,"
     " result = ?, owner = NULL, lease_until = NULL, updated = ? WHERE key = ? AND owner = ?"
@@ -774,20 +835,13 @@ _FINISH_OK: Final = (
 
 
 class SqliteSession:
-    """Records one run of one key through this thread's connection (a `StoreSession`)."""
+    """Records one run of one key through the store's writer (a `StoreSession`)."""
 
-    __slots__ = ("_conn", "_cursor", "_head", "_renew_at", "generation", "key", "session", "store")
+    __slots__ = ("_change", "_head", "_insert_row", "_renew_at", "_writer", "generation", "key", "session", "store")
 
-    def __init__(
-        self,
-        store: SqliteStore,
-        conn: sqlite3.Connection,
-        cursor: sqlite3.Cursor,
-        key: str,
-        generation: int,
-        session: int,
-    ) -> None:
-        self.store, self._conn, self._cursor = store, conn, cursor
+    def __init__(self, store: SqliteStore, writer: Writer, key: str, generation: int, session: int) -> None:
+        self.store, self._writer = store, writer
+        self._insert_row, self._change = writer.insert, writer.change
         self.key, self.generation, self.session = key, generation, session
         self._head = (key, generation, session)
         self._renew_at = time.time() + store.lease / 3  # on the wall clock, as the lease's expiry is
@@ -800,13 +854,7 @@ class SqliteSession:
         key, generation, session = self._head
         now = time.time()
         params = (key, generation, session, step, phase, outcome, output, error, error_type, attempts, seconds, now)
-        try:
-            number = self._cursor.execute(_INSERT, (*params, traceback)).lastrowid
-            if now >= self._renew_at:
-                self._renew(self._conn)
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(self.store.path, f"cannot record {phase} of step {step!r}: {exc}") from exc
-        return number or 0
+        return self._insert(step, phase, now, _INSERT, (*params, traceback))
 
     def _record_ok(
         self, step: str, phase: Phase, outcome: Outcome, output: str | None, attempts: int, seconds: float
@@ -820,33 +868,38 @@ class SqliteSession:
         key, generation, session = self._head
         now = time.time()
         params: tuple[object, ...]
+        if output is None:
+            sql, params = _INSERT_BARE, (key, generation, session, step, phase, outcome, attempts, seconds, now)
+        else:
+            sql, params = (
+                _INSERT_OUTPUT,
+                (key, generation, session, step, phase, outcome, output, attempts, seconds, now),
+            )
+        if now >= self._renew_at:
+            return self._insert(step, phase, now, sql, params)
         try:
-            if output is None:
-                params = (key, generation, session, step, phase, outcome, attempts, seconds, now)
-                number = self._cursor.execute(_INSERT_BARE, params).lastrowid
-            else:
-                params = (key, generation, session, step, phase, outcome, output, attempts, seconds, now)
-                number = self._cursor.execute(_INSERT_OUTPUT, params).lastrowid
-            if now >= self._renew_at:
-                self._renew(self._conn)
+            return self._insert_row(sql, params)  # `_insert`, inlined: most events
         except sqlite3.DatabaseError as exc:
             raise StoreError(self.store.path, f"cannot record {phase} of step {step!r}: {exc}") from exc
-        return number or 0
 
-    def _renew(self, conn: sqlite3.Connection) -> None:
-        lease = self.store.lease
-        updated = conn.execute(
-            "UPDATE runs SET lease_until = ? WHERE key = ? AND owner = ?",
-            (time.time() + lease, self.key, self.store.owner),
-        ).rowcount
-        if not updated:
-            raise StoreError(self.store.path, f"lost the lease of key {self.key!r} to another process")
-        self._renew_at = time.time() + lease / 3
+    def _insert(self, step: str, phase: Phase, now: float, sql: str, params: tuple[object, ...]) -> int:
+        """Commit an event, renewing the lease when due."""
+        try:
+            if now < self._renew_at:
+                return self._insert_row(sql, params)
+            renewal = (now + self.store.lease, self.key, self.store.owner)
+            number: int = self._writer.write(_insert_renewing, sql, params, renewal)
+        except _LostLease:
+            raise StoreError(self.store.path, f"lost the lease of key {self.key!r} to another process") from None
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(self.store.path, f"cannot record {phase} of step {step!r}: {exc}") from exc
+        self._renew_at = time.time() + self.store.lease / 3
+        return number
 
     def rolling_back(self, fatal: str) -> None:
         """Mark the run as rolling back, before the first compensation starts."""
         try:
-            self._conn.execute(
+            self._change(
                 "UPDATE runs SET status = 'compensating', fatal = ?, updated = ? WHERE key = ? AND owner = ?",
                 (fatal, time.time(), self.key, self.store.owner),
             )
@@ -861,9 +914,9 @@ class SqliteSession:
         now = time.time()
         try:
             if result is not None and fatal is None and failed_step is None and error_type is None and message is None:
-                self._cursor.execute(_FINISH_OK, (status, result, now, self.key, self.store.owner))  # bind no None
+                self._change(_FINISH_OK, (status, result, now, self.key, self.store.owner))  # bind no None
                 return
-            self._conn.execute(
+            self._change(
                 "UPDATE runs SET status = ?, fatal = ?, failed_step = ?, error_type = ?, error_message = ?,"
                 " result = ?, owner = NULL, lease_until = NULL, updated = ? WHERE key = ? AND owner = ?",
                 (status, fatal, failed_step, error_type, message, result, now, self.key, self.store.owner),
@@ -874,7 +927,7 @@ class SqliteSession:
     def set_trace_context(self, context: str) -> None:
         """Store the generation's trace context, unless it has one (not a change of the run: ``updated`` stays)."""
         try:
-            self._conn.execute(
+            self._change(
                 "UPDATE runs SET trace_context = ? WHERE key = ? AND owner = ? AND generation = ?"
                 " AND trace_context IS NULL",
                 (context[:TRACE_CONTEXT_LIMIT], self.key, self.store.owner, self.generation),
@@ -885,7 +938,7 @@ class SqliteSession:
     def release(self) -> None:
         """Give the key up without finishing (the run was interrupted)."""
         with contextlib.suppress(sqlite3.Error):
-            self._conn.execute(
+            self._change(
                 "UPDATE runs SET owner = NULL, lease_until = NULL WHERE key = ? AND owner = ?",
                 (self.key, self.store.owner),
             )

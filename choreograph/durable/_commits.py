@@ -1,0 +1,283 @@
+"""
+Group commit: the writes of many threads through one connection, each caller waiting for its own commit.
+
+A store's threads used to write through a connection each, and SQLite lets
+one connection write at a time: the others waited in SQLite's busy handler,
+which sleeps (1 ms, 2 ms, 5 ms, ...) instead of waking when the lock is free,
+so the more threads a batch had the fewer events per second it committed.
+
+A `Writer` owns a process's one writing connection. A thread that writes
+while no other does runs its write at once, alone (in autocommit, as before:
+nothing is added to a lone thread's write but a lock's acquire and release).
+A thread that writes while another does queues its write and sleeps. When
+the writing thread is done, it wakes the first queued thread, which takes
+every write queued so far (up to `LIMIT`) and runs them in one transaction:
+the writes that piled up while one commit went on share the next commit.
+Each caller returns only once its own write is committed, so a durable run's
+rule holds: a callback's event is committed before that run's next callback
+starts.
+
+A write is a function of a cursor and its arguments that only touches the
+database (the caller applies what it returns), so a batch that fails can be
+rolled back and each of its writes run again alone, giving each caller its own
+outcome: one write's error never fails another's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Final
+
+#: The most writes committed together.
+LIMIT: Final = 256
+
+#: Attempts at ``BEGIN IMMEDIATE`` while another process writes, beyond SQLite's own busy timeout.
+_BEGIN_ATTEMPTS: Final = 8
+
+#: A write: a function of the writer's cursor and the arguments given to `Writer.write`.
+Write = Callable[..., Any]
+
+#: ``lock.acquire(_NO_WAIT)``: positional, as a keyword costs a C method's call more (these are per write).
+_NO_WAIT: Final = False
+
+_WAITING: Final = 0
+_DONE: Final = 1
+_LEAD: Final = 2
+
+
+def _lastrowid(cursor: sqlite3.Cursor, sql: str, params: tuple[object, ...]) -> int:
+    return cursor.execute(sql, params).lastrowid or 0
+
+
+def _rowcount(cursor: sqlite3.Cursor, sql: str, params: tuple[object, ...]) -> int:
+    return cursor.execute(sql, params).rowcount
+
+
+class _Queued:
+    """A write waiting for the thread running writes to take it, and what it gave."""
+
+    __slots__ = ("args", "error", "state", "transaction", "value", "wake", "write")
+
+    def __init__(self, write: Write, args: tuple[Any, ...], *, transaction: bool) -> None:
+        self.write, self.args, self.transaction = write, args, transaction
+        self.state = _WAITING
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.wake = threading.Lock()
+        self.wake.acquire()  # released by the thread that writes it, or that hands it the token
+
+    def outcome(self) -> Any:
+        """What the write returned, or raise what it raised."""
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class Writer:
+    """
+    One connection's writes, from any thread (see the module's docstring).
+
+    The thread that holds the writer's token writes; the others queue. The
+    queue is only ever taken from by the token's holder, who either writes
+    what it takes or hands the token to the first queued write's thread
+    (waking it); appends need no lock (a deque's are atomic). A thread that
+    lets the token go looks at the queue again afterwards, so a write queued
+    just as it let go is never left waiting with no one to write it.
+
+    Args:
+        conn: An autocommit connection (``isolation_level=None``) that no one
+            else writes through.
+    """
+
+    __slots__ = ("_queue", "_token", "batches", "conn", "cursor")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.cursor = conn.cursor()
+        self._token = threading.Lock()  # held by the thread writing
+        self._queue: deque[_Queued] = deque()
+        self.batches = 0  # transactions of more than one write, for the tests and the benchmarks
+
+    def write(self, write: Write, *args: Any, transaction: bool = False) -> Any:
+        """
+        Run ``write(cursor, *args)`` and commit it; return what it returned.
+
+        Args:
+            write: Only touches the database; it may read what earlier writes
+                of its transaction wrote.
+            *args: Given to *write* after the cursor.
+            transaction: Run it alone in a transaction of its own when it runs
+                alone (a write of several statements that must commit together,
+                or a read followed by a write); queued writes always share one.
+
+        Raises:
+            Whatever *write* raised (`sqlite3.Error` for the database's errors),
+            and `sqlite3.OperationalError` when the write lock can't be had.
+        """
+        if self._token.acquire(_NO_WAIT):  # nobody writes: write at once
+            try:
+                if transaction:
+                    return self._alone(write, args, transaction=True)
+                return write(self.cursor, *args)
+            finally:
+                self._after()
+        return self._wait(_Queued(write, args, transaction=transaction))
+
+    def insert(self, sql: str, params: tuple[object, ...]) -> int:
+        """Execute one INSERT and commit it (as `write` does): the new row's id."""
+        if self._token.acquire(_NO_WAIT):  # most writes: the write of `write`, without a function of its own
+            try:
+                return self.cursor.execute(sql, params).lastrowid or 0
+            finally:
+                self._after()
+        number: int = self._wait(_Queued(_lastrowid, (sql, params), transaction=False))
+        return number
+
+    def change(self, sql: str, params: tuple[object, ...]) -> int:
+        """Execute one statement and commit it (as `write` does): how many rows it changed."""
+        if self._token.acquire(_NO_WAIT):
+            try:
+                return self.cursor.execute(sql, params).rowcount
+            finally:
+                self._after()
+        count: int = self._wait(_Queued(_rowcount, (sql, params), transaction=False))
+        return count
+
+    def _after(self) -> None:
+        """After a write alone: write those queued meanwhile, or let the token go."""
+        if self._queue:
+            self._serve()
+            return
+        token = self._token
+        token.release()
+        if self._queue and token.acquire(_NO_WAIT):  # one queued just as the token went
+            self._serve()
+
+    def _wait(self, queued: _Queued) -> Any:
+        """Queue a write while another thread writes; return once it is written (by that thread, or this one)."""
+        self._queue.append(queued)
+        if self._token.acquire(_NO_WAIT):  # the writer was let go before anyone took this write
+            if queued.state == _DONE:  # ... after writing it
+                self._let_go()
+                return queued.outcome()
+            self._queue.remove(queued)
+        else:
+            queued.wake.acquire()  # until it was written, or the token is handed to this thread
+            if queued.state == _DONE:
+                return queued.outcome()
+        try:
+            self._batch(self._take([queued]), ours=True)
+        finally:
+            self._let_go()
+        return queued.outcome()
+
+    def _take(self, batch: list[_Queued]) -> list[_Queued]:
+        """*batch* and the queued writes after it, up to `LIMIT` in all (by the token's holder)."""
+        queue = self._queue
+        while queue and len(batch) < LIMIT:
+            batch.append(queue.popleft())
+        return batch
+
+    def _serve(self) -> None:
+        """
+        After a write alone: write those queued meanwhile, as one batch, then let the token go.
+
+        This thread runs already: writing them here saves waking one of theirs to do it.
+        """
+        try:
+            batch = self._take([])
+            if batch:
+                self._batch(batch, ours=False)
+        finally:
+            self._let_go()
+
+    def _let_go(self) -> None:
+        """Done writing: hand the token to the first queued write's thread, or release it."""
+        queue, token = self._queue, self._token
+        while True:
+            if queue:
+                first = queue.popleft()
+                first.state = _LEAD  # its thread holds the token now
+                first.wake.release()
+                return
+            token.release()
+            if not queue or not token.acquire(_NO_WAIT):  # none queued, or another thread writes
+                return
+
+    def _alone(self, write: Write, args: tuple[Any, ...], *, transaction: bool) -> Any:
+        if not transaction:
+            return write(self.cursor, *args)
+        self._begin()
+        try:
+            value = write(self.cursor, *args)
+        except BaseException:
+            self._rollback()
+            raise
+        self.cursor.execute("COMMIT")
+        return value
+
+    def _batch(self, batch: list[_Queued], *, ours: bool) -> None:
+        """
+        Run *batch* in one transaction; on an error, roll it back and run each write alone.
+
+        When *ours*, the first of *batch* is this thread's: it gets its outcome
+        like the others, without a wake-up. An interruption of this thread (``KeyboardInterrupt``) rolls
+        back what is not committed and queues those writes again, at the head
+        of the queue, for the next thread to write.
+        """
+        try:
+            if len(batch) == 1 or not self._together(batch):
+                for queued in batch:
+                    try:
+                        queued.value = self._alone(queued.write, queued.args, transaction=queued.transaction)
+                    except Exception as exc:  # noqa: BLE001 - given to its caller
+                        queued.error = exc
+                    queued.state = _DONE
+        finally:
+            others = batch[1:] if ours else batch
+            unwritten = [queued for queued in others if queued.state != _DONE]
+            self._queue.extendleft(reversed(unwritten))  # this thread still holds the token
+            for queued in others:
+                if queued.state == _DONE:
+                    queued.wake.release()
+
+    def _together(self, batch: list[_Queued]) -> bool:
+        """Run *batch* in one transaction: whether it committed (else nothing of it did)."""
+        cursor = self.cursor
+        try:
+            self._begin()
+            for queued in batch:
+                queued.value = queued.write(cursor, *queued.args)
+            cursor.execute("COMMIT")
+        except Exception:  # noqa: BLE001 - one write's error, or the commit's: the caller finds whose
+            self._rollback()
+            return False
+        except BaseException:
+            self._rollback()
+            raise
+        for queued in batch:
+            queued.state = _DONE
+        self.batches += 1
+        return True
+
+    def _begin(self) -> None:
+        """``BEGIN IMMEDIATE``: the write lock now, waiting (the busy timeout, then more) for another process's."""
+        for attempt in range(_BEGIN_ATTEMPTS):
+            try:
+                self.cursor.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if ("locked" not in str(exc) and "busy" not in str(exc)) or attempt == _BEGIN_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.01 * 2**attempt)
+            else:
+                return
+
+    def _rollback(self) -> None:
+        if self.conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self.cursor.execute("ROLLBACK")
