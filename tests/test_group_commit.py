@@ -254,3 +254,49 @@ def test_a_forked_child_writes_through_a_writer_of_its_own(tmp_path: Path) -> No
         assert store.writer() is parents
         assert coordinator.run(3).ok
         assert store.counts()["ok"] == 3
+
+
+def test_a_transaction_of_the_callers_statements_waits_its_turn_and_serves_the_queue(
+    writer: Writer, path: Path
+) -> None:
+    held = Held()
+    first = threading.Thread(target=writer.write, args=(held, 0))
+    first.start()
+    assert held.entered.wait(10)
+    entered = threading.Event()
+
+    def transaction() -> None:
+        with writer.transaction() as conn:
+            entered.set()
+            conn.execute("INSERT INTO t (v) VALUES (10)")
+            conn.execute("INSERT INTO t (v) VALUES (11)")
+
+    inside = threading.Thread(target=transaction)
+    inside.start()
+    assert not entered.wait(0.05)  # waits for the write going on
+    held.go_on.set()
+    first.join(10)
+    inside.join(10)
+    assert values(path) == [0, 10, 11]
+    assert not writer._token.locked()
+
+
+def test_a_failing_transaction_rolls_back_and_frees_the_writer(writer: Writer, path: Path) -> None:
+    def twice() -> None:
+        with writer.transaction() as conn:
+            conn.execute("INSERT INTO t (v) VALUES (1)")
+            conn.execute("INSERT INTO t (v) VALUES (1)")
+
+    with pytest.raises(sqlite3.IntegrityError):
+        twice()
+    assert values(path) == []
+    assert writer.write(insert, 2) == 1  # the rolled back row's id is free again
+    assert values(path) == [2]
+
+
+def test_a_store_write_transaction_goes_through_the_writer(tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "runs.db") as store:
+        with store._write() as conn:
+            assert conn is store.writer().conn
+            assert store.writer()._token.locked()
+        assert not store.writer()._token.locked()

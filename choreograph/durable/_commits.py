@@ -30,7 +30,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 #: The most writes committed together.
@@ -175,6 +175,29 @@ class Writer:
         finally:
             self._let_go()
         return queued.outcome()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """
+        Hold the writer for a transaction of the caller's statements, on its connection: committed on leaving.
+
+        Waits for the writes before it; the writes queued meanwhile are
+        written after it, by this thread. Nothing in the block may write
+        through this writer (it would wait for itself), and reads through
+        another connection don't see the block's writes before they commit.
+        An error in the block rolls it back.
+        """
+        self._token.acquire()
+        try:
+            self._begin()
+            try:
+                yield self.conn
+            except BaseException:
+                self._rollback()
+                raise
+            self.cursor.execute("COMMIT")
+        finally:
+            self._after()
 
     def _take(self, batch: list[_Queued]) -> list[_Queued]:
         """*batch* and the queued writes after it, up to `LIMIT` in all (by the token's holder)."""

@@ -322,8 +322,21 @@ class SqliteStore:
 
     @contextlib.contextmanager
     def _write(self, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
-        """A write transaction, taking the write lock at once (no deadlock on upgrade)."""
-        conn = conn if conn is not None else self.connection()
+        """
+        A write transaction, taking the write lock at once (no deadlock on upgrade).
+
+        Through the writer's connection (`Writer.transaction`: its rules hold
+        in the block), unless given another connection (the one that opens the store).
+        """
+        if conn is None:
+            try:
+                with self.writer().transaction() as writing:
+                    yield writing
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    raise StoreError(self.path, f"cannot write: {exc}") from exc
+                raise
+            return
         for attempt in range(8):
             try:
                 conn.execute("BEGIN IMMEDIATE")
