@@ -975,7 +975,7 @@ class Coordinator(Generic[InputT]):
         is poisoned) as failed. Delivery is at least once: a message whose
         server died is taken again (after its claim's lease, at once when the
         server was a process of this machine) and its run resumes from the
-        store. See the guide's "Durable queues" page for the guarantees.
+        store. The guide's "Durable queues" page states the guarantees.
 
         Args:
             queue: The queue's name.
@@ -987,7 +987,7 @@ class Coordinator(Generic[InputT]):
                 take over within the store's lease after it dies.
 
         Returns:
-            What was served (`choreograph.durable.serve.Served`): messages done,
+            What was served (`choreograph.typing.Served`): messages done,
             failed, given back and lost to another server, and the time.
             It returns once *stop* is set or, when called from the main thread,
             at SIGINT or SIGTERM (the handlers before are restored): it takes

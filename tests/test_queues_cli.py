@@ -77,7 +77,7 @@ def done(path: Path) -> int:
 
 
 def test_serve_in_a_child_process_stops_at_sigterm(here: Path):
-    """``choreograph serve``: runs the queue's messages, SIGTERM stops it, it prints what it served, exits 1 (a failure)."""
+    """``choreograph serve``: runs the messages; SIGTERM stops it; it prints what it served and exits 1 (a failure)."""
     fill(here / "q.db", {"a": 1, "b": 2, "neg": -1})
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(here)])}
     child = subprocess.Popen(
