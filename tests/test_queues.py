@@ -425,9 +425,13 @@ def test_a_memory_store_verifies_its_messages():
     store = MemoryStore()
     store.enqueue("q", 1, key="a")
     store.verify()
-    store._queues.messages["a"].status = "running"
-    with pytest.raises(StoreError, match="running without a claim"):
+    store.enqueue("q", 1, key="b")
+    store._queues.messages["a"].status = "running"  # breaking the rules on purpose
+    store._queues.messages["b"].status = "lost"  # type: ignore[assignment]
+    with pytest.raises(StoreError) as info:
         store.verify()
+    assert "1 messages are running without a claim, or claimed without running (e.g. key 'a')" in info.value.problem
+    assert "1 messages have an unknown status (e.g. key 'b')" in info.value.problem
 
 
 def test_a_closed_store_refuses_queue_calls(make_queue_store: Callable[..., Any]):
@@ -682,6 +686,43 @@ def test_a_message_taken_over_by_another_server_is_counted_lost(store: SqliteSto
     assert store.message_info("k").owner == "elsewhere:1:other"  # type: ignore[union-attr]  # its to settle
 
 
+def test_a_message_whose_settling_raised_is_settled_at_the_next_beat(
+    make_queue_store: Callable[..., Any], log_records: list[Any]
+):
+    """The store refused to settle once: the server keeps the claim, tries again at its next beat, and counts it."""
+    store = make_queue_store(lease=0.3)
+    original, failures = store.settle, [StoreError(store.location, "disk full")]
+
+    def settle(*args: Any, **options: Any) -> bool:
+        if failures:
+            raise failures.pop()
+        return original(*args, **options)
+
+    store.settle = settle
+    flow = Coordinator[int]([Step("a", lambda x: x)], store=store)
+    store.enqueue("q", 1, key="k")
+    served, _ = serve_until(flow, "q", lambda: counts(store)["done"] == 1)
+    assert (served.done, served.lost) == (1, 0)
+    assert store.message_info("k").deliveries == 1  # type: ignore[union-attr]
+    warnings = [r["message"] for r in log_records if r["level"].name == "WARNING"]
+    assert any("settling key k raised StoreError" in text and "tried again later" in text for text in warnings)
+
+
+def test_a_message_that_could_never_be_settled_is_counted_lost(make_queue_store: Callable[..., Any]):
+    """A store that refuses every settling: once stopped, the server counts the message lost; its claim expires."""
+    store = make_queue_store(lease=0.3)
+
+    def settle(*args: Any, **options: Any) -> bool:
+        raise StoreError(store.location, "disk full")
+
+    store.settle = settle
+    flow = Coordinator[int]([Step("a", lambda x: x)], store=store)
+    store.enqueue("q", 1, key="k")
+    served, _ = serve_until(flow, "q", lambda: getattr(store.run_info("k"), "status", None) == "ok")
+    assert (served.done, served.lost) == (0, 1)
+    wait_for(lambda: counts(store)["queued"] == 1, "the claim to expire")  # for the next server to settle
+
+
 def test_serve_refuses_what_it_cannot_serve(store: SqliteStore | MemoryStore):
     flow = Coordinator[int]([Step("a", lambda x: x)], store=store)
     with pytest.raises(TypeError, match=r"serve\(\) needs a durable coordinator: create it with store="):
@@ -747,8 +788,9 @@ def test_serve_with_stop_already_set_returns_at_once(store: SqliteStore | Memory
     assert counts(store)["queued"] == 1
 
 
-def test_stopping_lets_the_runs_in_flight_finish(store: SqliteStore | MemoryStore):
-    """Once stop is set nothing new is taken; the runs already going finish and are settled."""
+def test_stopping_lets_the_runs_in_flight_finish(make_queue_store: Callable[..., Any]):
+    """Once stop is set nothing new is taken; the runs going on finish and are settled, their claims renewed."""
+    store = make_queue_store(lease=0.3)
     started, release = threading.Event(), threading.Event()
 
     def slow(x: int) -> int:
@@ -765,11 +807,12 @@ def test_stopping_lets_the_runs_in_flight_finish(store: SqliteStore | MemoryStor
     thread.start()
     assert started.wait(PATIENCE)
     stop.set()
-    time.sleep(0.2)  # serve() sees stop, and waits for the run in flight
+    time.sleep(0.6)  # serve() sees stop, and waits for the run in flight: longer than the claim's lease
     assert thread.is_alive()
+    assert counts(store)["running"] == 1  # the claim was renewed
     release.set()
     thread.join(PATIENCE)
-    assert served[0].done == 1
+    assert (served[0].done, served[0].lost) == (1, 0)
     assert store.message_info("first").status == "done"  # type: ignore[union-attr]
     assert store.message_info("second").status == "queued"  # type: ignore[union-attr]
 
@@ -781,11 +824,14 @@ def test_sigint_in_the_main_thread_stops_serving_and_the_handlers_come_back(stor
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
 
     def interrupt_once_done() -> None:
-        wait_for(lambda: counts(store)["done"] == 1, "the message done")
-        os.kill(os.getpid(), signal.SIGINT)
+        try:
+            wait_for(lambda: counts(store)["done"] == 1, "the message done")
+        finally:  # even when that fails: serve() must end for the test to
+            os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=interrupt_once_done).start()
     served = flow.serve("q")  # no stop: only the signal ends it
+    assert counts(store)["done"] == 1
     assert served.done == 1
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 

@@ -62,9 +62,11 @@ def fill(path: Path, values: dict[str, int]) -> None:
             assert store.enqueue("imports", value, key=key)
 
 
-def wait_for(condition: Callable[[], bool], what: str) -> None:
+def wait_for(condition: Callable[[], bool], what: str, child: subprocess.Popen[str] | None = None) -> None:
     give_up = time.monotonic() + PATIENCE
     while not condition():
+        if child is not None and child.poll() is not None:
+            pytest.fail(f"the command ended ({child.returncode}) before {what}: {child.communicate()[1][-3000:]}")
         if time.monotonic() > give_up:
             pytest.fail(f"gave up waiting for {what}")
         time.sleep(0.02)
@@ -86,7 +88,7 @@ def test_serve_in_a_child_process_stops_at_sigterm(here: Path):
         cwd=here, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        wait_for(lambda: done(here / "q.db") == 3, "the messages served")
+        wait_for(lambda: done(here / "q.db") == 3, "the messages served", child)
         child.send_signal(signal.SIGTERM)
         _, stderr = child.communicate(timeout=PATIENCE)
     finally:
@@ -109,12 +111,15 @@ def test_serve_in_this_process_stops_at_sigint(here: Path, capsys: pytest.Captur
     fill(here / "q.db", {"a": 1, "b": 2})
 
     def interrupt() -> None:
-        wait_for(lambda: done(here / "q.db") == 2, "the messages served")
-        os.kill(os.getpid(), signal.SIGINT)
+        try:
+            wait_for(lambda: done(here / "q.db") == 2, "the messages served")
+        finally:  # even when that fails: serve() must end for the test to
+            os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=interrupt).start()
     status = run_command(["serve", "queue_flows:flow", "--queue", "imports", "--store", "q.db", "--exclusive"])
     err = capsys.readouterr().err
+    assert done(here / "q.db") == 2, err
     assert status == 0, err
     assert "with 1 worker alone (exclusive: on standby while another server holds it)" in err
     assert "2 done, 0 failed" in err

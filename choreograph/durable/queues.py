@@ -10,6 +10,7 @@ instead of at their next poll.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import weakref
@@ -190,7 +191,8 @@ class Doorbell:
             queues = self._waiting.get(id(store))
             if queues is None:
                 queues = self._waiting[id(store)] = {}
-                weakref.finalize(store, self._drop, id(store))
+                with contextlib.suppress(TypeError):  # a store without weak references keeps its (empty) entry
+                    weakref.finalize(store, self._drop, id(store))
             queues.setdefault(queue, set()).add(event)
 
     def forget(self, store: object, queue: str, event: threading.Event) -> None:

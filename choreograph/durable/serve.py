@@ -183,8 +183,10 @@ class _Server:
         self.lock = threading.Lock()
         self.in_flight = 0
         self.counts: dict[Counted, int] = dict.fromkeys(("done", "failed", "returned", "lost"), 0)
+        self.unsettled: list[tuple[Message, Verdict]] = []  # settling raised: tried again at each beat
         self.signalled: int | None = None  # set by a signal handler: nothing else is safe there
         self.holding = not exclusive
+        self.role: str | None = None  # an exclusive server's: "alone" or "standby", once it looked
 
     def stopping(self) -> bool:
         return self.signalled is not None or (self.stop is not None and self.stop.is_set())
@@ -209,6 +211,8 @@ class _Server:
                     self._drain(threads)
                     for thread in threads:
                         thread.join()
+                    self._settle_again()
+                    self.counts["lost"] += len(self.unsettled)  # their claims expire: served again elsewhere
         finally:
             DOORBELL.forget(self.store, self.queue, self.wake)
             if self.exclusive and self.holding:
@@ -277,17 +281,19 @@ class _Server:
             self.wake.clear()
 
     def _beat(self) -> None:
-        """Renew this server's claims and exclusive lease; queue again what dead servers held."""
+        """Renew this server's claims and exclusive lease, settle what could not be, recover what dead servers held."""
         store = self.store
+        self._settle_again()
         with self.lock:
-            busy = self.in_flight
+            busy = self.in_flight + len(self.unsettled)
         if busy:
             store.renew_claims(self.owner)
         if self.exclusive:
             holder = store.hold_queue(self.queue, self.owner)
-            if (holder is None) != self.holding:
-                self.holding = holder is None
-                if self.holding:
+            role = "alone" if holder is None else "standby"
+            if role != self.role:  # the first beat, a take-over, or a lease lost (this server stalled)
+                self.role, self.holding = role, holder is None
+                if holder is None:
                     logger.debug("queue {queue}: {owner} serves it alone", queue=self.queue, owner=self.owner)
                 else:
                     logger.debug("queue {queue}: on standby, {holder} serves it", queue=self.queue, holder=holder)
@@ -346,10 +352,22 @@ class _Server:
             else:
                 settled = store.settle(key, self.owner, verdict.outcome, verdict.error)
                 counted = verdict.outcome if settled else "lost"
-        except Exception as exc:  # noqa: BLE001 - its claim expires and another server settles it
+        except Exception as exc:  # noqa: BLE001 - the store's trouble: tried again at the next beat
             logger.opt(exception=exc).warning(
-                "queue {queue}: settling key {key} raised {error!r}", queue=self.queue, key=key, error=exc
+                "queue {queue}: settling key {key} raised {error!r}; tried again later",
+                queue=self.queue,
+                key=key,
+                error=exc,
             )
-            counted = "lost"
+            with self.lock:
+                self.unsettled.append((message, verdict))
+            return
         with self.lock:
             self.counts[counted] += 1
+
+    def _settle_again(self) -> None:
+        """Try again to settle the messages whose settling raised (their claims were renewed meanwhile)."""
+        with self.lock:
+            pending, self.unsettled = self.unsettled, []
+        for message, verdict in pending:
+            self._settle(message, verdict)

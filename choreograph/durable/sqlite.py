@@ -929,7 +929,7 @@ class SqliteStore:
         now = time.time()
         conn = self.connection()
         try:
-            if not conn.execute(_DUE, (name, now, 1)).fetchone():
+            if not conn.execute(_DUE, (name, now, 1)).fetchall():  # fetchall: the statement ends, and so its read
                 return []
             with self._write(conn):
                 rows = conn.execute(_DUE, (name, now, count)).fetchall()
@@ -1005,17 +1005,18 @@ class SqliteStore:
             "SELECT owner, min(lease_until) FROM messages WHERE queue = ? AND status = 'running' GROUP BY owner",
             (name,),
         )
-        lost = [owner for owner, until in holders if until < now or not is_alive(owner, self.owner)]
+        dead = {owner: not is_alive(owner, self.owner) for owner, _ in holders}
+        lost = [owner for owner, until in holders if until < now or dead[owner]]
         if not lost:
             return 0
         recovered = 0
         try:
             with self._write() as conn:
-                for owner in lost:
+                for owner in lost:  # a live holder's claims only as they expired; a dead one's all
                     recovered += conn.execute(
                         "UPDATE messages SET status = 'queued', owner = NULL, lease_until = NULL, updated = ?"
                         " WHERE queue = ? AND status = 'running' AND owner = ? AND (lease_until < ? OR ?)",
-                        (now, name, owner, now, not is_alive(owner, self.owner)),
+                        (now, name, owner, now, dead[owner]),
                     ).rowcount
         except sqlite3.DatabaseError as exc:
             raise StoreError(self.path, f"cannot recover the messages of queue {name!r}: {exc}") from exc
