@@ -58,8 +58,11 @@ from ._errors import (
 from ._listeners import fan_out, outcome_listener
 from .durable.codec import StoredError
 from .durable.memory import MemoryStore
-from .durable.protocol import Store
+from .durable.protocol import QueueStore, Store
+from .durable.queues import check_limit, check_queue
 from .durable.runner import DurableRunner
+from .durable.serve import Served, run_handler
+from .durable.serve import serve as serve_queue
 from .durable.sqlite import SqliteStore
 from .events import CallbackFinished, Emitted, RunEvent, RunFinished, RunStarted
 from .executors._resources import Factory, Resources, check_factories
@@ -951,6 +954,85 @@ class Coordinator(Generic[InputT]):
                 for event in events:
                     emit(event)
         return result
+
+    # -- queues --------------------------------------------------------------
+
+    def serve(
+        self,
+        queue: str,
+        *,
+        workers: int = 1,
+        stop: threading.Event | None = None,
+        exclusive: bool = False,
+    ) -> Served:
+        """
+        Serve a durable queue of the coordinator's store: run each message as a durable run keyed by its key.
+
+        Messages are taken by priority (higher first), then by the time they
+        became due; each becomes ``run(record, key=key)``, so listeners,
+        logging and tracing see its run as any other. A run that finishes ok
+        settles its message as done; one that fails (or was rolled back, or
+        is poisoned) as failed. Delivery is at least once: a message whose
+        server died is taken again (after its claim's lease, at once when the
+        server was a process of this machine) and its run resumes from the
+        store. The guide's "Durable queues" page states the guarantees.
+
+        Args:
+            queue: The queue's name.
+            workers: Messages handled at once, each on a thread of its own
+                (a flow with ``async def`` callbacks runs each on an event loop of its own).
+            stop: Serving ends once it is set.
+            exclusive: Be the only server of *queue* across every process
+                sharing the store: while another one is, wait on standby, and
+                take over within the store's lease after it dies.
+
+        Returns:
+            What was served (`choreograph.typing.Served`): messages done,
+            failed, given back and lost to another server, and the time.
+            It returns once *stop* is set or, when called from the main thread,
+            at SIGINT or SIGTERM (the handlers before are restored): it takes
+            nothing new and lets the runs in flight finish.
+
+        Raises:
+            TypeError: The coordinator has no store, or its store has no
+                queues; an argument of the wrong type.
+            ValueError: An empty queue name, or *workers* < 1.
+            StoreError: The store can't be read or written (raised once the
+                runs in flight finished).
+
+        .. versionadded:: 0.5.0
+        """
+        store = self._store
+        if store is None:
+            msg = "serve() needs a durable coordinator: create it with store=..."
+            raise TypeError(msg)
+        if not isinstance(store, QueueStore):
+            msg = f"serve() needs a store with queues (SqliteStore, MemoryStore), got {type_name(store)}"
+            raise TypeError(msg)
+        name = check_queue(queue)
+        count = check_limit(workers, "workers")
+        given: object = stop
+        if given is not None and not isinstance(given, threading.Event):
+            msg = f"stop must be a threading.Event or None, got {type_name(stop)}"
+            raise TypeError(msg)
+        flag: object = exclusive
+        if not isinstance(flag, bool):
+            msg = f"exclusive must be a bool, got {type_name(exclusive)}"
+            raise TypeError(msg)
+
+        def run(record: Any, key: str) -> RunResult[Any]:  # the decoded record, as run() takes it
+            return self.run(record, key=key)
+
+        resources = self._resources
+        return serve_queue(
+            store,
+            name,
+            run_handler(store, run),
+            workers=count,
+            stop=stop,
+            exclusive=exclusive,
+            worker=nullcontext if resources is None else resources.worker,
+        )
 
     # -- closing --------------------------------------------------------------
 

@@ -11,7 +11,20 @@ from ._core.result import Outcome, RawCall
 from ._core.retry import RetryPolicy
 from ._errors import Phase
 from .durable.codec import Codec
-from .durable.protocol import Begun, Ending, NewEvent, Status, Store, StoreSession
+from .durable.protocol import (
+    Begun,
+    Ending,
+    Message,
+    MessageInfo,
+    MessageStatus,
+    NewEvent,
+    QueueStore,
+    Settled,
+    Status,
+    Store,
+    StoreSession,
+)
+from .durable.serve import Served
 from .executors.protocol import Executor, RunJob
 
 #: What `Step` accepts as a precheck, job or compensation: checked when the step is added.
@@ -27,12 +40,18 @@ __all__ = [
     "Ending",
     "Executor",
     "KeyFunction",
+    "Message",
+    "MessageInfo",
+    "MessageStatus",
     "NewEvent",
     "Outcome",
     "Phase",
+    "QueueStore",
     "RawCall",
     "RetryPolicy",
     "RunJob",
+    "Served",
+    "Settled",
     "Status",
     "Store",
     "StoreSession",

@@ -818,7 +818,7 @@ def test_help_and_version(cli: Cli):
     )
     assert done.returncode == 0
     commands = re.findall(r"^  (\w+)  ", done.stdout.split("Commands:")[1], re.MULTILINE)
-    assert commands == ["run", "runs", "show", "resume", "rerun", "graph", "store"]
+    assert commands == ["run", "runs", "show", "resume", "rerun", "serve", "queues", "graph", "store"]
     assert cli("--version").stdout.startswith("choreograph ")
     bare = cli()
     assert bare.returncode == 2

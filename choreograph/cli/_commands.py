@@ -179,6 +179,37 @@ def rerun(target: str, store: str, from_step: str, keys: tuple[str, ...], no_pro
 
 @cli.command(context_settings=_SETTINGS)
 @click.argument("target")
+@click.option("--queue", required=True, metavar="NAME", help="The queue to serve.")
+@click.option("--store", metavar="STORE", help=f"The store holding the queue: {_STORE_HELP} [default: the flow's own].")
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=1, show_default=True, metavar="N", help="Messages run at once."
+)
+@click.option("--exclusive", is_flag=True, help="Be the queue's only server; wait on standby while another one is.")
+def serve(target: str, queue: str, store: str | None, workers: int, exclusive: bool) -> int:  # noqa: FBT001
+    """
+    Serve a durable queue: run each message through TARGET as a durable run keyed by the message's key.
+
+    Messages are taken by priority, then by the time they became due. Ctrl-C or SIGTERM stops taking messages,
+    lets the runs in flight finish, and prints what was served. Exit status 1 when some messages failed.
+    """
+    from ._queues import serve_queue  # noqa: PLC0415
+
+    return serve_queue(target=target, queue=queue, store_location=store, workers=workers, exclusive=exclusive)
+
+
+@cli.command(context_settings=_SETTINGS)
+@click.option("--store", required=True, metavar="STORE", help=f"The store: {_STORE_HELP}.")
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def queues(store: str, names: tuple[str, ...], as_json: bool) -> int:  # noqa: FBT001
+    """Count each queue's messages by status: queued (delayed ones too), running, done, failed."""
+    from ._queues import list_queues  # noqa: PLC0415
+
+    return list_queues(store_location=store, names=names, as_json=as_json)
+
+
+@cli.command(context_settings=_SETTINGS)
+@click.argument("target")
 @click.option(
     "--format",
     "kind",

@@ -11,17 +11,37 @@ may share one store.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Self
 
 from .._core.callbacks import type_name
 from .._errors import StoreError
 from .codec import Codec, CodecError, JsonCodec
 from .leases import is_alive, new_owner
-from .protocol import TRACE_CONTEXT_LIMIT, Begun, Ending, Event, NewEvent, Restore, Row, RunInfo, Status, begin_row
+from .protocol import (
+    TRACE_CONTEXT_LIMIT,
+    Begun,
+    Ending,
+    Event,
+    Message,
+    MessageInfo,
+    MessageStatus,
+    NewEvent,
+    Restore,
+    Row,
+    RunInfo,
+    Settled,
+    Status,
+    admit,
+    begin_row,
+    may_hold,
+)
+from .queues import DOORBELL, MESSAGE_STATUSES, Checked, check_limit, check_queue, checked_message, run_is_live
 from .runlist import STATUSES, RunList, checked_limit, describe
 
 
@@ -94,6 +114,7 @@ class MemoryStore:
         self._events: list[Event] = []
         self._last_id = 0  # events are numbered in the order they were recorded, never reused
         self._closed = False
+        self._queues = _Queues()
 
     @property
     def location(self) -> str:
@@ -335,7 +356,7 @@ class MemoryStore:
         """
         with self._lock:
             self._check_open()
-            problems = _problems(self._runs, self._events)
+            problems = _problems(self._runs, self._events) + self._queues.problems()
         if problems:
             raise StoreError(self.location, "; ".join(problems))
 
@@ -354,6 +375,7 @@ class MemoryStore:
             for key in doomed:
                 del self._runs[key]
             self._events = [e for e in self._events if e.key not in doomed]
+            self._queues.forget_finished(doomed)
         return len(doomed)
 
     def close(self) -> None:
@@ -362,6 +384,161 @@ class MemoryStore:
             self._closed = True
             self._runs.clear()
             self._events.clear()
+            self._queues = _Queues()
+
+    # -- queues ---------------------------------------------------------------
+
+    def enqueue(
+        self,
+        queue: str,
+        record: object,
+        *,
+        key: str | int,
+        delay: float | timedelta | None = None,
+        priority: int = 0,
+    ) -> bool:
+        """
+        Store a message for *key* on *queue*, unless the key is queued, running or done (see `QueueStore.enqueue`).
+
+        .. versionadded:: 0.5.0
+        """
+        checked = checked_message(self.codec, queue, record, key=key, delay=delay, priority=priority)
+        now = time.time()
+        with self._lock:
+            self._check_open()
+            queues = self._queues
+            found = queues.messages.get(checked.key)
+            run = self._runs.get(checked.key)
+            row = None if run is None else run.row
+            live = row is not None and run_is_live(row.status, row.owner, row.lease_until, me=self.owner, now=now)
+            if not admit(None if found is None else found.status, None if row is None else row.status, run_live=live):
+                return False
+            queues.put(checked, now, found)
+        DOORBELL.ring(self, checked.queue)
+        return True
+
+    def queue_info(self, queue: str) -> dict[MessageStatus, int]:
+        """
+        Count *queue*'s messages by status (see `QueueStore.queue_info`).
+
+        .. versionadded:: 0.5.0
+        """
+        name = check_queue(queue)
+        now = time.time()
+        counted: dict[MessageStatus, int] = dict.fromkeys(MESSAGE_STATUSES, 0)
+        with self._lock:
+            self._check_open()
+            for message in self._queues.messages.values():
+                if message.queue == name:
+                    counted[message.counted_as(now)] += 1
+        return counted
+
+    def queues(self) -> list[str]:
+        """
+        Return the names of the queues that have messages, sorted.
+
+        .. versionadded:: 0.5.0
+        """
+        with self._lock:
+            self._check_open()
+            return sorted({message.queue for message in self._queues.messages.values()})
+
+    def message_info(self, key: str) -> MessageInfo | None:
+        """
+        Return what the store knows of *key*'s message, or None.
+
+        .. versionadded:: 0.5.0
+        """
+        with self._lock:
+            found = self._queues.messages.get(key)
+            return None if found is None else found.info(key)
+
+    def claim(self, queue: str, owner: str, *, limit: int) -> list[Message]:
+        """
+        Claim up to *limit* due messages of *queue* for *owner* (see `QueueStore.claim`).
+
+        .. versionadded:: 0.5.0
+        """
+        name = check_queue(queue)
+        count = check_limit(limit)
+        now = time.time()
+        with self._lock:
+            self._check_open()
+            return self._queues.take(name, owner, now=now, until=now + self.lease, limit=count)
+
+    def renew_claims(self, owner: str) -> int:
+        """
+        Extend *owner*'s claims by the lease; return how many it holds (see `QueueStore.renew_claims`).
+
+        .. versionadded:: 0.5.0
+        """
+        until = time.time() + self.lease
+        with self._lock:
+            self._check_open()
+            held = [m for m in map(self._queues.messages.__getitem__, self._queues.running) if m.owner == owner]
+            for message in held:
+                message.lease_until = until
+            return len(held)
+
+    def settle(self, key: str, owner: str, status: Settled, error: str | None = None) -> bool:
+        """
+        Mark *key*'s message done or failed, if *owner* holds it (see `QueueStore.settle`).
+
+        .. versionadded:: 0.5.0
+        """
+        with self._lock:
+            self._check_open()
+            return self._queues.settle(key, owner, status, error, time.time())
+
+    def give_back(self, key: str, owner: str, *, delay: float) -> bool:
+        """
+        Put *key*'s message back on its queue, due in *delay* seconds, if *owner* holds it.
+
+        .. versionadded:: 0.5.0
+        """
+        now = time.time()
+        with self._lock:
+            self._check_open()
+            return self._queues.give_back(key, owner, now=now, due=now + max(0.0, delay))
+
+    def recover(self, queue: str) -> int:
+        """
+        Queue again the messages of *queue* whose claimant died or whose claim expired (see `QueueStore.recover`).
+
+        .. versionadded:: 0.5.0
+        """
+        name = check_queue(queue)
+        now = time.time()
+        with self._lock:
+            self._check_open()
+            return self._queues.recover(name, now, lambda holder: is_alive(holder, self.owner))
+
+    def hold_queue(self, queue: str, owner: str) -> str | None:
+        """
+        Take or renew *queue*'s exclusive lease for *owner*; None when it holds it, else the holder.
+
+        .. versionadded:: 0.5.0
+        """
+        name = check_queue(queue)
+        now = time.time()
+        with self._lock:
+            self._check_open()
+            holder, until = self._queues.servers.get(name, (None, None))
+            if not may_hold(holder, until, owner=owner, now=now, alive=lambda h: is_alive(h, self.owner)):
+                return holder
+            self._queues.servers[name] = (owner, now + self.lease)
+            return None
+
+    def leave_queue(self, queue: str, owner: str) -> None:
+        """
+        Give up *queue*'s exclusive lease, if *owner* holds it.
+
+        .. versionadded:: 0.5.0
+        """
+        with self._lock:
+            servers = self._queues.servers
+            if servers.get(queue, (None, None))[0] == owner:
+                del servers[queue]
 
     def __enter__(self) -> Self:
         return self
@@ -439,3 +616,185 @@ class MemorySession:
     def release(self) -> None:
         """Give the key up without finishing."""
         self.store._release(self.key)  # noqa: SLF001 - its own store
+
+
+# -- queues --------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class _Message:
+    queue: str
+    status: MessageStatus
+    payload: str
+    priority: int
+    due: float
+    enqueued: float
+    updated: float
+    seq: int  # the order it was stored in: ties of priority and due time go by it
+    deliveries: int = 0
+    owner: str | None = None
+    lease_until: float | None = None
+    error: str | None = None
+
+    def info(self, key: str) -> MessageInfo:
+        return MessageInfo(
+            key=key,
+            queue=self.queue,
+            status=self.status,
+            priority=self.priority,
+            due=self.due,
+            enqueued=self.enqueued,
+            updated=self.updated,
+            deliveries=self.deliveries,
+            owner=self.owner,
+            lease_until=self.lease_until,
+            error=self.error,
+        )
+
+    def counted_as(self, now: float) -> MessageStatus:
+        """Its status for `queue_info`: a claim whose lease expired counts as queued."""
+        if self.status == "running" and (self.lease_until or 0.0) < now:
+            return "queued"
+        return self.status
+
+
+@dataclass(slots=True)
+class _Queues:
+    """
+    A memory store's messages, with two heaps per queue to claim from.
+
+    A queued message has one entry, ``(due, seq, key)``, in its queue's
+    *delayed* heap until it is due; a claim moves the due ones to the
+    *ready* heap, ordered ``(-priority, due, seq, key)``, and pops from it.
+    An entry whose message has changed since (another *seq*, or no longer
+    queued) is stale and skipped.
+    """
+
+    messages: dict[str, _Message] = field(default_factory=dict)
+    delayed: dict[str, list[tuple[float, int, str]]] = field(default_factory=dict)
+    ready: dict[str, list[tuple[int, float, int, str]]] = field(default_factory=dict)
+    running: set[str] = field(default_factory=set)
+    servers: dict[str, tuple[str, float]] = field(default_factory=dict)
+    seq: int = 0
+
+    def put(self, checked: Checked, now: float, found: _Message | None) -> None:
+        """Store a new message, or queue *found* (a finished one) again with the checked fields."""
+        self.seq += 1
+        due = now + checked.delay
+        if found is None:
+            found = _Message(
+                queue=checked.queue,
+                status="queued",
+                payload=checked.payload,
+                priority=checked.priority,
+                due=due,
+                enqueued=now,
+                updated=now,
+                seq=self.seq,
+            )
+            self.messages[checked.key] = found
+        else:
+            found.queue, found.status, found.payload, found.priority = (
+                checked.queue,
+                "queued",
+                checked.payload,
+                checked.priority,
+            )
+            found.due, found.enqueued, found.updated, found.seq, found.error = due, now, now, self.seq, None
+        self._push(checked.key, found)
+
+    def _push(self, key: str, message: _Message) -> None:
+        heapq.heappush(self.delayed.setdefault(message.queue, []), (message.due, message.seq, key))
+
+    def _current(self, key: str, seq: int) -> _Message | None:
+        message = self.messages.get(key)
+        return message if message is not None and message.seq == seq and message.status == "queued" else None
+
+    def take(self, queue: str, owner: str, *, now: float, until: float, limit: int) -> list[Message]:
+        delayed, ready = self.delayed.get(queue, []), self.ready.setdefault(queue, [])
+        while delayed and delayed[0][0] <= now:
+            due, seq, key = heapq.heappop(delayed)
+            message = self._current(key, seq)
+            if message is not None:
+                heapq.heappush(ready, (-message.priority, due, seq, key))
+        taken: list[Message] = []
+        while ready and len(taken) < limit:
+            _, _, seq, key = heapq.heappop(ready)
+            message = self._current(key, seq)
+            if message is None:
+                continue
+            message.status, message.owner, message.lease_until, message.updated = "running", owner, until, now
+            message.deliveries += 1
+            self.running.add(key)
+            taken.append(
+                Message(
+                    key=key,
+                    queue=queue,
+                    payload=message.payload,
+                    priority=message.priority,
+                    due=message.due,
+                    enqueued=message.enqueued,
+                    deliveries=message.deliveries,
+                )
+            )
+        return taken
+
+    def _held(self, key: str, owner: str) -> _Message | None:
+        message = self.messages.get(key)
+        return message if message is not None and message.status == "running" and message.owner == owner else None
+
+    def settle(self, key: str, owner: str, status: Settled, error: str | None, now: float) -> bool:
+        message = self._held(key, owner)
+        if message is None:
+            return False
+        message.status, message.error, message.updated = status, error, now
+        message.owner = message.lease_until = None
+        self.running.discard(key)
+        return True
+
+    def give_back(self, key: str, owner: str, *, now: float, due: float) -> bool:
+        message = self._held(key, owner)
+        if message is None:
+            return False
+        self._queue_again(key, message, now)
+        message.due = due
+        self._push(key, message)
+        return True
+
+    def _queue_again(self, key: str, message: _Message, now: float) -> None:
+        message.status, message.updated = "queued", now
+        message.owner = message.lease_until = None
+        self.running.discard(key)
+
+    def recover(self, queue: str, now: float, alive: Callable[[str], bool]) -> int:
+        lost = [
+            key
+            for key in self.running
+            if (message := self.messages[key]).queue == queue
+            and ((message.lease_until or 0.0) < now or message.owner is None or not alive(message.owner))
+        ]
+        for key in lost:
+            message = self.messages[key]
+            self._queue_again(key, message, now)
+            self._push(key, message)  # its due time and seq as they were: its place in the queue
+        return len(lost)
+
+    def forget_finished(self, keys: set[str]) -> None:
+        """`prune` deleted the runs of *keys*: their finished messages go too."""
+        for key in keys:
+            message = self.messages.get(key)
+            if message is not None and message.status in ("done", "failed"):
+                del self.messages[key]
+
+    def problems(self) -> list[str]:
+        """What breaks the queue rows' rules, as `SqliteStore.verify` words it."""
+        broken: dict[str, list[str]] = {}
+        for key, message in self.messages.items():
+            if message.status not in MESSAGE_STATUSES:
+                broken.setdefault("{} messages have an unknown status (e.g. key {!r})", []).append(key)
+            claimed = message.owner is not None and message.lease_until is not None
+            if (message.status == "running") != claimed or (message.owner is None) != (message.lease_until is None):
+                broken.setdefault(
+                    "{} messages are running without a claim, or claimed without running (e.g. key {!r})", []
+                ).append(key)
+        return [text.format(len(keys), min(keys)) for text, keys in broken.items()]

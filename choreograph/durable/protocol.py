@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Final, Literal, NamedTuple, Protocol, runtime_checkable
 
 from .._core.result import Outcome
@@ -426,4 +427,271 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release the store's resources."""
+        ...
+
+
+# -- durable queues -----------------------------------------------------------------------------------
+
+#: A message's state in its queue (`QueueStore.queue_info`, `MessageInfo.status`).
+MessageStatus = Literal["queued", "running", "done", "failed"]
+
+#: How a server settles a message it claimed (`QueueStore.settle`).
+Settled = Literal["done", "failed"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Message:
+    """
+    A message a server claimed (`QueueStore.claim`): what it runs, and its place in the queue.
+
+    Attributes:
+        key: The message's key: the key of the durable run it becomes.
+        queue: The queue it was put on.
+        payload: The record, encoded with the store's codec (`Store.decode` gives it back).
+        priority: Higher is taken first.
+        due: When it became (or becomes) due, in seconds since the epoch.
+        enqueued: When `QueueStore.enqueue` stored it.
+        deliveries: How many times it was claimed, this claim included: more
+            than 1 after a server died holding it, gave it back, or it was
+            queued again after a failure.
+
+    .. versionadded:: 0.5.0
+    """
+
+    key: str
+    queue: str
+    payload: str
+    priority: int
+    due: float
+    enqueued: float
+    deliveries: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageInfo:
+    """
+    One message, as the store knows it (`QueueStore.message_info`): the handle of a key put on a queue.
+
+    Attributes:
+        key: The message's key.
+        queue: Its queue.
+        status: ``"queued"`` (waiting, or delayed: see *due*), ``"running"``
+            (claimed by *owner* until *lease_until*), ``"done"`` or ``"failed"``.
+        priority: Higher is taken first.
+        due: When it is due (seconds since the epoch).
+        enqueued: When it was last put on the queue.
+        updated: When its row last changed.
+        deliveries: How many times a server claimed it.
+        owner: The server holding it while ``"running"``.
+        lease_until: When that server's claim expires unless renewed.
+        error: For ``"failed"``, why: the run's fatal error as ``Type: message``.
+
+    .. versionadded:: 0.5.0
+    """
+
+    key: str
+    queue: str
+    status: MessageStatus
+    priority: int
+    due: float
+    enqueued: float
+    updated: float
+    deliveries: int
+    owner: str | None
+    lease_until: float | None
+    error: str | None
+
+
+def admit(message: MessageStatus | None, run: Status | None, *, run_live: bool) -> bool:
+    """
+    Decide whether `QueueStore.enqueue` stores a message for a key (keys are one namespace per store).
+
+    Args:
+        message: The status of the key's message, if it has one.
+        run: The status of the key's durable run (its row in the runs), if it has one.
+        run_live: Whether that run is going on now: ``"running"`` or
+            ``"compensating"`` with a lease holder that is alive and whose
+            lease has not expired (a `run(key=)` somewhere, outside any queue).
+
+    Returns:
+        ``False`` (store nothing) when the key is queued, running or done:
+        its message is queued or running, its run finished ``"ok"`` or is
+        going on, or its message is done and it has no run (a pruned run
+        deletes its finished message too); ``True`` otherwise: a new key, a
+        run that failed, was rolled back, was interrupted or is poisoned
+        (the message is queued again, and its run resumes as `run(key=)`
+        would resume it).
+
+    >>> admit(None, None, run_live=False), admit("failed", "failed", run_live=False)
+    (True, True)
+    >>> admit("queued", None, run_live=False), admit(None, "ok", run_live=False), admit("done", None, run_live=False)
+    (False, False, False)
+    """
+    if message in ("queued", "running"):
+        return False
+    if run is None:
+        return message != "done"
+    return run != "ok" and not run_live
+
+
+def may_hold(holder: str | None, until: float | None, *, owner: str, now: float, alive: Callable[[str], bool]) -> bool:
+    """
+    Decide whether *owner* may take (or keep) a queue's exclusive lease, held by *holder* until *until*.
+
+    It may when nobody holds it, when it holds it itself, when the lease
+    expired, or when the holder is a dead process (checked by *alive*, which
+    can only tell for processes of this machine).
+
+    >>> may_hold(None, None, owner="a", now=5.0, alive=lambda h: True)
+    True
+    >>> alive = lambda holder: True
+    >>> may_hold("b", 10.0, owner="a", now=5.0, alive=alive), may_hold("b", 4.0, owner="a", now=5.0, alive=alive)
+    (False, True)
+    """
+    return holder is None or holder == owner or (until or 0.0) <= now or not alive(holder)
+
+
+@runtime_checkable
+class QueueStore(Store, Protocol):
+    """
+    A `Store` with durable queues: producers `enqueue` from any process, servers claim and settle.
+
+    Keys are one namespace per store: a message's key is the key of the
+    durable run a server makes of it (`Coordinator.serve`), the same key a
+    `run(key=)` would use. A key has at most one message, in one queue.
+
+    The server side (`claim`, `renew_claims`, `settle`, `give_back`,
+    `recover`, `hold_queue`, `leave_queue`) is what `Coordinator.serve`
+    calls; a server names itself with an *owner* of its own
+    (``host:pid:random``, as `Store.owner`), distinct from the store's, so
+    that two servers in one process are told apart. The guarantees a store
+    gives: `enqueue`, `claim`, `settle`, `give_back`, `recover` and
+    `hold_queue` are each atomic across every process sharing the store; a
+    message is claimed by one server at a time (its claim lasts
+    `Store.lease` seconds unless renewed); nothing but its claimant
+    changes a running message, but `recover` once the claim expired (or its
+    claimant is a dead process of this machine).
+
+    A store with rows in a database claims with ``FOR UPDATE SKIP LOCKED`` (or
+    a statement that takes the write lock first, as SQLite's ``UPDATE ...
+    RETURNING`` does), so that concurrent servers neither block on each
+    other's rows nor claim one message twice.
+
+    .. versionadded:: 0.5.0
+    """
+
+    def enqueue(
+        self,
+        queue: str,
+        record: object,
+        *,
+        key: str | int,
+        delay: float | timedelta | None = None,
+        priority: int = 0,
+    ) -> bool:
+        """
+        Store a message for *key* on *queue*, unless the key is queued, running or done.
+
+        Check the arguments with `choreograph.durable.queues.checked_message`
+        (which encodes *record* with the store's codec) before touching the
+        store, then, in one transaction, read the key's message and run
+        rows, decide with `admit`, and write the message: a new row, or the
+        key's earlier (failed) message queued again with the new record,
+        priority and due time (its deliveries kept). Ring
+        `choreograph.durable.queues.DOORBELL` after the commit, so that a
+        server of this process waiting on *queue* looks at once.
+
+        Args:
+            queue: The queue's name: a non-empty str.
+            record: The message: the input of the run it becomes, encoded with the store's codec.
+            key: The message's key (a non-empty str, or an int, as for `run(key=)`).
+            delay: Seconds (a number, or a `datetime.timedelta`) before it is
+                due; ``None`` or 0 means now.
+            priority: An int from -2**31 to 2**31 - 1; higher is taken first.
+
+        Returns:
+            ``True`` when the message was stored; ``False`` (and nothing
+            stored) when the key is queued, running or done (see `admit`).
+
+        Raises:
+            TypeError: A wrong type (the message names which), or a record the codec can't encode.
+            ValueError: An empty name or key, a negative or non-finite delay, a priority out of range.
+            StoreError: The store can't be written.
+        """
+        ...
+
+    def queue_info(self, queue: str) -> Mapping[MessageStatus, int]:
+        """
+        Count *queue*'s messages by status: ``queued``, ``running``, ``done``, ``failed``, each 0 when none.
+
+        A delayed message (not yet due) counts as ``queued``, and so does a
+        claim whose lease expired (its server died: the next server to look
+        takes it again). A name with no messages counts zeros.
+        """
+        ...
+
+    def queues(self) -> list[str]:
+        """Return the names of the queues that have messages, sorted."""
+        ...
+
+    def message_info(self, key: str) -> MessageInfo | None:
+        """What the store knows of *key*'s message, or None when it has none."""
+        ...
+
+    def claim(self, queue: str, owner: str, *, limit: int) -> list[Message]:
+        """
+        Claim up to *limit* due messages of *queue* for *owner*, by priority (higher first), then due time.
+
+        Atomically mark them ``"running"``, held by *owner* for `Store.lease`
+        seconds, and add one to their deliveries; a message due at the same
+        time as another keeps the order it was stored in. Two servers
+        claiming at once get different messages.
+
+        Returns:
+            The claimed messages in that order; an empty list when none is due.
+        """
+        ...
+
+    def renew_claims(self, owner: str) -> int:
+        """Extend every claim *owner* holds by `Store.lease` seconds from now; return how many it still holds."""
+        ...
+
+    def settle(self, key: str, owner: str, status: Settled, error: str | None = None) -> bool:
+        """
+        Mark *key*'s message *status* (``"done"`` or ``"failed"``, with *error* saying why) and drop its claim.
+
+        Only while *owner* holds the claim: returns ``False``, changing
+        nothing, when another server took the message over (see `recover`).
+        """
+        ...
+
+    def give_back(self, key: str, owner: str, *, delay: float) -> bool:
+        """
+        Put *key*'s message back on its queue, due in *delay* seconds, without settling it.
+
+        Only while *owner* holds the claim; returns whether it did.
+        """
+        ...
+
+    def recover(self, queue: str) -> int:
+        """
+        Queue again the messages of *queue* whose claim expired, or whose claimant is a dead process of this machine.
+
+        They keep their due time, and so their place in the queue. The
+        liveness check is `choreograph.durable.leases.is_alive`'s, against
+        `Store.owner`. Returns how many were queued again.
+        """
+        ...
+
+    def hold_queue(self, queue: str, owner: str) -> str | None:
+        """
+        Take or renew *queue*'s exclusive lease for *owner*, for `Store.lease` seconds (see `may_hold`).
+
+        Returns:
+            ``None`` when *owner* holds it now; else the holder's name.
+        """
+        ...
+
+    def leave_queue(self, queue: str, owner: str) -> None:
+        """Give up *queue*'s exclusive lease, if *owner* holds it."""
         ...

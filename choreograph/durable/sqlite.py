@@ -25,6 +25,7 @@ import time
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final, Literal, Self
 
@@ -34,12 +35,30 @@ from .._errors import Phase, StoreError
 from ._commits import Writer
 from .codec import Codec, CodecError, JsonCodec
 from .leases import is_alive, new_owner
-from .protocol import TRACE_CONTEXT_LIMIT, Begun, Ending, Event, NewEvent, Restore, Row, RunInfo, Status, begin_row
+from .protocol import (
+    TRACE_CONTEXT_LIMIT,
+    Begun,
+    Ending,
+    Event,
+    Message,
+    MessageInfo,
+    MessageStatus,
+    NewEvent,
+    Restore,
+    Row,
+    RunInfo,
+    Settled,
+    Status,
+    admit,
+    begin_row,
+    may_hold,
+)
+from .queues import DOORBELL, MESSAGE_STATUSES, check_limit, check_queue, checked_message, run_is_live
 from .runlist import STATUSES, RunList, checked_limit, describe
 
 #: Marks a choreograph store in the SQLite header (``PRAGMA application_id``): "Chor".
 APPLICATION_ID: Final = 0x43686F72
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 _SQLITE_HEADER: Final = b"SQLite format 3\x00"
 #: Runs read per query when iterating `SqliteStore.runs`.
 _PAGE: Final = 1000
@@ -102,7 +121,42 @@ _SCHEMA_V5: Final = """
 ALTER TABLE runs ADD COLUMN trace_context TEXT
 """
 
-_MIGRATIONS: Final[dict[int, str]] = {0: _SCHEMA_V1, 1: _SCHEMA_V2, 2: _SCHEMA_V3, 3: _SCHEMA_V4, 4: _SCHEMA_V5}
+# Version 6: durable queues. A message per key (keys are one namespace, shared with
+# the runs), claimed by priority then due time (`messages_ready`); the claims of a
+# server, renewed together (`messages_by_owner`); a queue's exclusive server.
+_SCHEMA_V6: Final = """
+CREATE TABLE messages (
+    key TEXT PRIMARY KEY,
+    queue TEXT NOT NULL,
+    status TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    due REAL NOT NULL,
+    enqueued REAL NOT NULL,
+    updated REAL NOT NULL,
+    deliveries INTEGER NOT NULL DEFAULT 0,
+    owner TEXT,
+    lease_until REAL,
+    error TEXT
+);
+CREATE INDEX messages_ready ON messages (queue, status, priority DESC, due);
+CREATE INDEX messages_by_owner ON messages (owner) WHERE owner IS NOT NULL;
+CREATE TABLE queue_servers (
+    queue TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    lease_until REAL NOT NULL,
+    since REAL NOT NULL
+) WITHOUT ROWID
+"""
+
+_MIGRATIONS: Final[dict[int, str]] = {
+    0: _SCHEMA_V1,
+    1: _SCHEMA_V2,
+    2: _SCHEMA_V3,
+    3: _SCHEMA_V4,
+    4: _SCHEMA_V5,
+    5: _SCHEMA_V6,
+}
 
 #: ``Begun(...)`` without its generated ``__new__``, for a new key: one is made per run.
 _new_begun = tuple.__new__
@@ -803,9 +857,262 @@ class SqliteStore:
             raise StoreError(self.path, f"cannot prune: {exc}") from exc
         return pruned
 
+    # -- queues ---------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        queue: str,
+        record: object,
+        *,
+        key: str | int,
+        delay: float | timedelta | None = None,
+        priority: int = 0,
+    ) -> bool:
+        """
+        Store a message for *key* on *queue*, unless the key is queued, running or done.
+
+        A new key takes one statement; a key the store knows (a message or a
+        run) is decided in one transaction by `admit`. See
+        `QueueStore.enqueue` for the arguments and the rules.
+
+        Returns:
+            Whether the message was stored.
+
+        Raises:
+            TypeError: A wrong type, or a record the codec can't encode (nothing is stored).
+            ValueError: An empty name or key, a bad delay or priority (nothing is stored).
+            StoreError: The store can't be written.
+
+        .. versionadded:: 0.5.0
+        """
+        name, text, payload, rank, seconds = checked_message(
+            self.codec, queue, record, key=key, delay=delay, priority=priority
+        )
+        now = time.time()
+        fields = (text, name, payload, rank, now + seconds, now, now)
+        try:
+            if not self.writer().change(_ENQUEUE_NEW, (*fields, text)):  # the key has a message or a run
+                with self._write() as conn:
+                    found = conn.execute("SELECT status FROM messages WHERE key = ?", (text,)).fetchone()
+                    run = conn.execute("SELECT status, owner, lease_until FROM runs WHERE key = ?", (text,)).fetchone()
+                    live = run is not None and run_is_live(*run, me=self.owner, now=now)
+                    if not admit(found and found[0], run and run[0], run_live=live):
+                        return False
+                    if found is None:
+                        conn.execute(_ENQUEUE, fields)
+                    else:
+                        conn.execute(_ENQUEUE_AGAIN, (name, payload, rank, now + seconds, now, now, text))
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(self.path, f"cannot enqueue key {text!r}: {exc}") from exc
+        DOORBELL.ring(self, name)
+        return True
+
+    def queue_info(self, queue: str) -> dict[MessageStatus, int]:
+        """
+        Count *queue*'s messages by status (one query; see `QueueStore.queue_info`).
+
+        Returns:
+            ``queued`` (delayed ones included), ``running``, ``done`` and ``failed``, 0 where none.
+
+        .. versionadded:: 0.5.0
+        """
+        found = self._read(
+            "SELECT CASE WHEN status = 'running' AND lease_until < ? THEN 'queued' ELSE status END, count(*)"
+            " FROM messages WHERE queue = ? GROUP BY 1",
+            (time.time(), check_queue(queue)),
+        )
+        counted: dict[MessageStatus, int] = dict.fromkeys(MESSAGE_STATUSES, 0)
+        counted.update(found)
+        return counted
+
+    def queues(self) -> list[str]:
+        """
+        Return the names of the queues that have messages, sorted.
+
+        .. versionadded:: 0.5.0
+        """
+        return [row[0] for row in self._read("SELECT DISTINCT queue FROM messages ORDER BY queue")]
+
+    def message_info(self, key: str) -> MessageInfo | None:
+        """
+        Return what the store knows of *key*'s message, or None.
+
+        .. versionadded:: 0.5.0
+        """
+        rows = self._read(
+            "SELECT key, queue, status, priority, due, enqueued, updated, deliveries, owner, lease_until, error"
+            " FROM messages WHERE key = ?",
+            (key,),
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        return MessageInfo(
+            key=row[0],
+            queue=row[1],
+            status=row[2],
+            priority=row[3],
+            due=row[4],
+            enqueued=row[5],
+            updated=row[6],
+            deliveries=row[7],
+            owner=row[8],
+            lease_until=row[9],
+            error=row[10],
+        )
+
+    def claim(self, queue: str, owner: str, *, limit: int) -> list[Message]:
+        """
+        Claim up to *limit* due messages of *queue* for *owner*, by priority then due time (see `QueueStore.claim`).
+
+        A look without the write lock first: a server polling an empty
+        queue never holds up the store's writers. Then, in one write
+        transaction, the same choice again and the claims.
+
+        .. versionadded:: 0.5.0
+        """
+        name, count = check_queue(queue), check_limit(limit)
+        now = time.time()
+        try:
+            if not self.connection().execute(_DUE, (name, now, 1)).fetchall():  # fetchall ends the statement's read
+                return []
+            with self._write() as conn:
+                rows = conn.execute(_DUE, (name, now, count)).fetchall()
+                if not rows:  # pragma: no cover - another server took them between the look and the lock
+                    return []
+                marks = ",".join("?" * len(rows))
+                conn.execute(
+                    f"{_CLAIM} ({marks})",
+                    (owner, now + self.lease, now, *(row[0] for row in rows)),
+                )
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(self.path, f"cannot claim messages of queue {name!r}: {exc}") from exc
+        return [
+            Message(key=k, queue=name, payload=p, priority=r, due=d, enqueued=e, deliveries=n + 1)
+            for _, k, p, r, d, e, n in rows
+        ]
+
+    def renew_claims(self, owner: str) -> int:
+        """
+        Extend *owner*'s claims by the lease (one statement); return how many it holds.
+
+        .. versionadded:: 0.5.0
+        """
+        return self._change(
+            "UPDATE messages SET lease_until = ? WHERE owner = ? AND status = 'running'",
+            (time.time() + self.lease, owner),
+            f"renew the claims of {owner}",
+        )
+
+    def settle(self, key: str, owner: str, status: Settled, error: str | None = None) -> bool:
+        """
+        Mark *key*'s message done or failed, if *owner* holds it (one statement; see `QueueStore.settle`).
+
+        .. versionadded:: 0.5.0
+        """
+        return bool(
+            self._change(
+                "UPDATE messages SET status = ?, error = ?, owner = NULL, lease_until = NULL, updated = ?"
+                " WHERE key = ? AND owner = ? AND status = 'running'",
+                (status, error, time.time(), key, owner),
+                f"settle the message of key {key!r}",
+            )
+        )
+
+    def give_back(self, key: str, owner: str, *, delay: float) -> bool:
+        """
+        Put *key*'s message back on its queue, due in *delay* seconds, if *owner* holds it.
+
+        .. versionadded:: 0.5.0
+        """
+        now = time.time()
+        return bool(
+            self._change(
+                "UPDATE messages SET status = 'queued', due = ?, owner = NULL, lease_until = NULL, updated = ?"
+                " WHERE key = ? AND owner = ? AND status = 'running'",
+                (now + max(0.0, delay), now, key, owner),
+                f"give back the message of key {key!r}",
+            )
+        )
+
+    def recover(self, queue: str) -> int:
+        """
+        Queue again the messages of *queue* whose claim expired or whose claimant died (see `QueueStore.recover`).
+
+        Reads the claimants first, without the write lock: when every claim is
+        live (the usual case) nothing is written.
+
+        .. versionadded:: 0.5.0
+        """
+        name = check_queue(queue)
+        now = time.time()
+        holders = self._read(
+            "SELECT owner, min(lease_until) FROM messages WHERE queue = ? AND status = 'running' GROUP BY owner",
+            (name,),
+        )
+        dead = {owner: not is_alive(owner, self.owner) for owner, _ in holders}
+        lost = [owner for owner, until in holders if until < now or dead[owner]]
+        if not lost:
+            return 0
+        recovered = 0
+        try:
+            with self._write() as conn:
+                for owner in lost:  # a live holder's claims only as they expired; a dead one's all
+                    recovered += conn.execute(
+                        "UPDATE messages SET status = 'queued', owner = NULL, lease_until = NULL, updated = ?"
+                        " WHERE queue = ? AND status = 'running' AND owner = ? AND (lease_until < ? OR ?)",
+                        (now, name, owner, now, dead[owner]),
+                    ).rowcount
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(self.path, f"cannot recover the messages of queue {name!r}: {exc}") from exc
+        return recovered
+
+    def hold_queue(self, queue: str, owner: str) -> str | None:
+        """
+        Take or renew *queue*'s exclusive lease for *owner*; None when it holds it, else the holder.
+
+        .. versionadded:: 0.5.0
+        """
+        name = check_queue(queue)
+        now = time.time()
+        try:
+            with self._write() as conn:
+                found = conn.execute("SELECT owner, lease_until, since FROM queue_servers WHERE queue = ?", (name,))
+                holder, until, since = found.fetchone() or (None, None, now)
+                if not may_hold(holder, until, owner=owner, now=now, alive=lambda h: is_alive(h, self.owner)):
+                    return holder
+                conn.execute(
+                    "INSERT OR REPLACE INTO queue_servers (queue, owner, lease_until, since) VALUES (?, ?, ?, ?)",
+                    (name, owner, now + self.lease, since if holder == owner else now),
+                )
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(self.path, f"cannot take the lease of queue {name!r}: {exc}") from exc
+        return None
+
+    def leave_queue(self, queue: str, owner: str) -> None:
+        """
+        Give up *queue*'s exclusive lease, if *owner* holds it.
+
+        .. versionadded:: 0.5.0
+        """
+        self._change(
+            "DELETE FROM queue_servers WHERE queue = ? AND owner = ?", (queue, owner), f"leave queue {queue!r}"
+        )
+
+    def _change(self, sql: str, params: tuple[object, ...], what: str) -> int:
+        """Run one writing statement (a transaction of its own); return how many rows it changed."""
+        try:
+            return self.writer().change(sql, params)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(self.path, f"cannot {what}: {exc}") from exc
+
 
 def _prune(cursor: sqlite3.Cursor, condition: str, params: list[object]) -> int:
     cursor.execute(f"DELETE FROM events WHERE key IN (SELECT key FROM runs WHERE {condition})", params)  # noqa: S608
+    cursor.execute(  # a pruned run's finished message goes with it: the key can be queued again
+        f"DELETE FROM messages WHERE status IN ('done', 'failed') AND key IN (SELECT key FROM runs WHERE {condition})",  # noqa: S608
+        params,
+    )
     return cursor.execute(f"DELETE FROM runs WHERE {condition}", params).rowcount  # noqa: S608
 
 
@@ -820,6 +1127,31 @@ def _insert_renewing(cursor: sqlite3.Cursor, sql: str, params: tuple[object, ...
 class _LostLease(Exception):
     """Renewing a run's lease found the run no longer this store's (another process took it over)."""
 
+
+#: A message for a key the store knows nothing of (no message, no run): one statement.
+_ENQUEUE_NEW: Final = (
+    "INSERT OR IGNORE INTO messages (key, queue, status, payload, priority, due, enqueued, updated)"
+    " SELECT ?, ?, 'queued', ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM runs WHERE key = ?)"
+)
+_ENQUEUE: Final = (
+    "INSERT INTO messages (key, queue, status, payload, priority, due, enqueued, updated)"
+    " VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)"
+)
+#: A finished message queued again: its deliveries stay.
+_ENQUEUE_AGAIN: Final = (
+    "UPDATE messages SET queue = ?, status = 'queued', payload = ?, priority = ?, due = ?, enqueued = ?,"
+    " updated = ?, owner = NULL, lease_until = NULL, error = NULL WHERE key = ?"
+)
+#: Claims of the messages whose rowids follow, in parentheses.
+_CLAIM: Final = (
+    "UPDATE messages SET status = 'running', owner = ?, lease_until = ?, deliveries = deliveries + 1, updated = ?"
+    " WHERE rowid IN"
+)
+#: A queue's due messages in the order they are claimed (on the index messages_ready).
+_DUE: Final = (
+    "SELECT rowid, key, payload, priority, due, enqueued, deliveries FROM messages"
+    " WHERE queue = ? AND status = 'queued' AND due <= ? ORDER BY priority DESC, due, rowid LIMIT ?"
+)
 
 _INSERT: Final = (
     "INSERT INTO events (key, generation, session, step, phase, outcome, output, error, error_type,"
@@ -1071,7 +1403,10 @@ def _integrity_problems(conn: sqlite3.Connection) -> list[str]:
     try:
         rows = conn.execute("PRAGMA integrity_check(100)").fetchall()
     except sqlite3.DatabaseError:  # a damaged page it had to follow; quick_check walks pages without that
-        rows = conn.execute("PRAGMA quick_check(100)").fetchall()
+        try:
+            rows = conn.execute("PRAGMA quick_check(100)").fetchall()
+        except sqlite3.DatabaseError as exc:  # damage that stops quick_check too: its error is the finding
+            return [f"SQLite's integrity check failed: {exc}"]
     found = [line for row in rows for line in row[0].splitlines() if not line.startswith("*** ")]
     if found == ["ok"]:
         return []
@@ -1148,6 +1483,17 @@ _ROW_RULES: Final = (
     (
         "SELECT count(*), min(key) FROM runs WHERE (owner IS NULL) != (lease_until IS NULL)",
         "{} runs have a lease holder without a lease expiry, or the other way round (e.g. key {!r})",
+    ),
+    (
+        f"SELECT count(*), min(key) FROM messages WHERE status NOT IN ({', '.join(map(repr, MESSAGE_STATUSES))})",  # noqa: S608
+        "{} messages have an unknown status (e.g. key {!r})",
+    ),
+    (
+        (
+            "SELECT count(*), min(key) FROM messages WHERE (status = 'running') != (owner IS NOT NULL"
+            " AND lease_until IS NOT NULL) OR (owner IS NULL) != (lease_until IS NULL)"
+        ),
+        "{} messages are running without a claim, or claimed without running (e.g. key {!r})",
     ),
 )
 
