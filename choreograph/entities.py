@@ -686,6 +686,7 @@ class Entities(Generic[StateT]):
         if item == "boot" and self._boot is None:  # a server without on_boot: the boot is done
             return store.entity_commit(kind, name, EntityCommit(item, None, row.state, row.timer, release))
         message, handler, problem = self._choose(row, item, encoded)
+        interrupted = problem is not None and row.starts > self._interruptions() + 1
         handling = _Handling(self, row, item, message)
         result = self._run(handler, handling, message, key, encoded)
         if result is None:  # another holder runs the key: give the entity up for now
@@ -693,13 +694,17 @@ class Entities(Generic[StateT]):
             return None
         if result.ok and problem is None:
             return store.entity_commit(kind, name, EntityCommit(item, seq, handling.encoded, handling.timer, release))
-        store.entity_fail(kind, name, key, item)
+        store.entity_fail(kind, name, key, item, interrupted=interrupted)
         return None
+
+    def _interruptions(self) -> int:
+        limit: object = getattr(self._store, "max_interruptions", 3)
+        return limit if isinstance(limit, int) else 3
 
     def _choose(self, row: EntityRow, item: EntityItem, encoded: str) -> tuple[object, _Handler, Exception | None]:
         """The message, its handler and, when it can't be handled, why (the handler then fails with it)."""
         label = f"entity {row.kind} {row.id!r}"
-        limit = getattr(self._store, "max_interruptions", 3)
+        limit = self._interruptions()
         message: object = None
         handler: _Handler | None = None
         problem: Exception | None = None

@@ -482,14 +482,15 @@ class MemoryStore:
             entity.starts, entity.lease_until = 1, now + self.lease
             return entity.row(kind, id)
 
-    def entity_fail(self, kind: str, id: str, key: str, item: EntityItem) -> None:  # noqa: A002
+    def entity_fail(self, kind: str, id: str, key: str, item: EntityItem, *, interrupted: bool = False) -> None:  # noqa: A002
         """Block the entity behind its failed item and release it (see `EntityStore.entity_fail`)."""
         with self._lock:
             self._check_open()
             entity = self._claimed(kind, id)
             entity.failed, entity.failed_item = key, item
             entity.owner = entity.lease_until = None
-            entity.starts = 0
+            if not interrupted:
+                entity.starts = 0
             entity.updated = time.time()
 
     def entity_release(self, kind: str, id: str, *, started: bool) -> None:  # noqa: A002

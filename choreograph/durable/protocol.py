@@ -626,8 +626,13 @@ class EntityStore(Protocol):
         """
         ...
 
-    def entity_fail(self, kind: str, id: str, key: str, item: EntityItem) -> None:  # noqa: A002
-        """Block the entity behind its failed *item* (handled by the durable run *key*) and release its claim."""
+    def entity_fail(self, kind: str, id: str, key: str, item: EntityItem, *, interrupted: bool = False) -> None:  # noqa: A002
+        """
+        Block the entity behind its failed *item* (handled by the durable run *key*) and release its claim.
+
+        Its ``starts`` is reset, unless the item is failed for being *interrupted*
+        too often: then a ``serve`` start that unblocks it refuses it again at once.
+        """
         ...
 
     def entity_release(self, kind: str, id: str, *, started: bool) -> None:  # noqa: A002

@@ -838,14 +838,14 @@ class SqliteStore:
             raise self._entity_error("commit", kind, id, exc) from exc
         return EntityRow(kind, id, state, version, timer, boot, 1, head) if keep else None
 
-    def entity_fail(self, kind: str, id: str, key: str, item: EntityItem) -> None:  # noqa: A002
+    def entity_fail(self, kind: str, id: str, key: str, item: EntityItem, *, interrupted: bool = False) -> None:  # noqa: A002
         """Block the entity behind its failed item and release it (see `EntityStore.entity_fail`)."""
         try:
             with self._write() as conn:
                 updated = conn.execute(
                     "UPDATE entities SET failed = ?, failed_item = ?, ready = NULL, owner = NULL, lease_until = NULL,"
-                    " starts = 0, updated = ? WHERE kind = ? AND id = ? AND owner = ?",
-                    (key, item, time.time(), kind, id, self.owner),
+                    " starts = CASE WHEN ? THEN starts ELSE 0 END, updated = ? WHERE kind = ? AND id = ? AND owner = ?",
+                    (key, item, interrupted, time.time(), kind, id, self.owner),
                 ).rowcount
                 if not updated:
                     msg = f"lost the claim of entity {kind} {id!r} to another server"
