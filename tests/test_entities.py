@@ -192,7 +192,7 @@ def test_every_callback_form_is_a_handler(store: Store):
         calls.append(f"withdraw {message.cents}")
 
     @kind.handler(int)
-    def only_context(ctx) -> None:  # noqa: ANN001 - named ctx: the context
+    def only_context(ctx) -> None:
         ctx.state = (ctx.state or 0) * 10
 
     @kind.handler(str)
@@ -655,9 +655,7 @@ def test_on_boot_runs_for_every_live_entity_before_its_messages(store: Store):
     kind.serve(until_idle=True)
     assert sorted(order) == ["a boot 1 boot", "a message 2", "b boot 0 boot", "new message 3"]
     assert order.index("a boot 1 boot") < order.index("a message 2")
-    assert [run.key for run in store.runs() if "/boot-" in run.key] == sorted(
-        ["booted/a/boot-1", "booted/b/boot-1"], key=lambda key: [r.key for r in store.runs()].index(key)
-    )
+    assert sorted(run.key for run in store.runs() if "/boot-" in run.key) == ["booted/a/boot-1", "booted/b/boot-1"]
 
 
 # -- a coordinator as a handler ---------------------------------------------------------------------
@@ -770,7 +768,7 @@ def test_serve_checks_its_arguments(store: Store):
         kind.serve(workers=0)
     with pytest.raises(TypeError, match="workers must be an int >= 1, got float"):
         kind.serve(workers=1.5)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="stop must be a threading.Event or None, got int"):
+    with pytest.raises(TypeError, match=r"stop must be a threading\.Event or None, got int"):
         kind.serve(stop=3)  # type: ignore[arg-type]
 
 
