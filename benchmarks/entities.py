@@ -107,7 +107,8 @@ def floor(path: Path, n: int) -> float:
             execute("BEGIN IMMEDIATE")
             execute("DELETE FROM entity_messages WHERE seq = ? AND kind = 'counter' AND id = 'c0'", (seq,))
             execute(
-                "UPDATE entities SET state = ?, version = version + 1, updated = ? WHERE kind = 'counter' AND id = 'c0'",
+                "UPDATE entities SET state = ?, version = version + 1, updated = ?"
+                " WHERE kind = 'counter' AND id = 'c0'",
                 (str(count), clock()),
             )
             execute("COMMIT")

@@ -794,6 +794,7 @@ class _Server:
         self.kind = entities.kind
         self.stopping = threading.Event()
         self.wake = threading.Event()
+        self.lock = threading.Lock()
         self.in_flight: dict[str, Future[None]] = {}
         self.fatal: BaseException | None = None
 
@@ -810,33 +811,40 @@ class _Server:
             try:
                 while not self.stopped():
                     self.wake.clear()
-                    free = self.workers - len(self.in_flight)
+                    with self.lock:
+                        busy = len(self.in_flight)  # before claiming: with none busy, no claim of ours hides work
+                    free = self.workers - busy
                     claimed = self.store.entity_claim(self.kind, free, reap=reap) if free else []
                     now = time.monotonic()
                     reap = now - reaped >= _REAP
                     if reap:
                         reaped = now
                     for row in claimed:
-                        future = pool.submit(self._work, row)
-                        self.in_flight[row.id] = future
+                        with self.lock:
+                            future = pool.submit(self._work, row)
+                            self.in_flight[row.id] = future
                         future.add_done_callback(functools.partial(self._done, row.id))
                     if now - renewed >= lease / 3 and self.in_flight:
                         renewed = now
-                        for lost in self.store.entity_renew(self.kind, list(self.in_flight)):
+                        with self.lock:
+                            held = list(self.in_flight)
+                        for lost in self.store.entity_renew(self.kind, held):
                             _logger.warning(
                                 "entity {} {!r}: its claim was taken over by another server", self.kind, lost
                             )
-                    if self.until_idle and not claimed and not self.in_flight:
+                    if self.until_idle and not claimed and not busy:
                         break
-                    if not claimed or len(self.in_flight) >= self.workers:
+                    if not claimed or busy + len(claimed) >= self.workers:
                         self.wake.wait(_POLL)
             finally:
                 self.stopping.set()
         if self.fatal is not None:
             raise self.fatal
 
-    def _done(self, name: str, _future: Future[None]) -> None:
-        self.in_flight.pop(name, None)
+    def _done(self, name: str, future: Future[None]) -> None:
+        with self.lock:
+            if self.in_flight.get(name) is future:  # not a later claim of the same id's
+                del self.in_flight[name]
         self.wake.set()
 
     def _work(self, first: EntityRow) -> None:

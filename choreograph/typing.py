@@ -11,7 +11,7 @@ from ._core.result import Outcome, RawCall
 from ._core.retry import RetryPolicy
 from ._errors import Phase
 from .durable.codec import Codec
-from .durable.protocol import Begun, Ending, NewEvent, Status, Store, StoreSession
+from .durable.protocol import Begun, Ending, EntityInfo, EntityStore, NewEvent, Status, Store, StoreSession
 from .executors.protocol import Executor, RunJob
 
 #: What `Step` accepts as a precheck, job or compensation: checked when the step is added.
@@ -25,6 +25,8 @@ __all__ = [
     "Callback",
     "Codec",
     "Ending",
+    "EntityInfo",
+    "EntityStore",
     "Executor",
     "KeyFunction",
     "NewEvent",

@@ -793,3 +793,14 @@ def test_an_undecodable_state_is_a_store_error_naming_the_entity(store: Store):
     info = kind.info("a")
     assert info is not None
     assert info.state == gone
+
+
+def test_until_idle_returns_only_once_every_id_is_handled(store: Store):
+    """Many ids, few workers: ids released and claimed again while others finish are never left behind."""
+    kind = Entities[int]("many", store=store)
+    kind.handler(int)(lambda ctx, n: setattr(ctx, "state", (ctx.state or 0) + n))
+    for n in range(2):
+        for i in range(300):
+            kind.send(f"m{i}", n + 1)
+    kind.serve(workers=4, until_idle=True)
+    assert [kind.state(f"m{i}") for i in range(300)] == [3] * 300
