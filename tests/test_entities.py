@@ -804,3 +804,32 @@ def test_until_idle_returns_only_once_every_id_is_handled(store: Store):
             kind.send(f"m{i}", n + 1)
     kind.serve(workers=4, until_idle=True)
     assert [kind.state(f"m{i}") for i in range(300)] == [3] * 300
+
+
+def test_an_entity_context_annotation_marks_the_context_parameter():
+    """`EntityContext` (a class, parametrized, or a string) marks a context; its argument is not the input's."""
+    from choreograph._core.callbacks import compile_callback
+
+    def named(c, m) -> None:
+        del c, m
+
+    named.__annotations__ = {"c": "choreograph.EntityContext", "return": "None"}
+    compiled = compile_callback("s", "job", named, retry=None, timeout=None)
+    assert (compiled.takes_context, compiled.takes_input) == (True, True)
+
+    def typed(c: EntityContext[Balance], m: Deposit) -> None:
+        del c, m
+
+    assert compile_callback("s", "job", typed, retry=None, timeout=None, input_type=Deposit).takes_context
+
+    def plain(c: Context[int], m: Deposit) -> None:
+        del c, m
+
+    with pytest.raises(StepDefinitionError, match=r"annotated Context\[int\], but the coordinator's input is"):
+        compile_callback("s", "job", plain, retry=None, timeout=None, input_type=Deposit)
+
+
+def test_a_plain_run_still_gets_a_plain_context():
+    seen: list[type] = []
+    Coordinator([Step("s", lambda ctx: seen.append(type(ctx)))]).run(1)
+    assert seen == [Context]
