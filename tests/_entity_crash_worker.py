@@ -21,9 +21,7 @@ import sys
 import threading
 import time
 
-from _entity_tally import Tally, tallies  # tests/ is this script's directory: sys.path[0]
-
-from choreograph import EntityContext, SqliteStore
+from choreograph import Entities, EntityContext, SqliteStore
 
 LEDGER_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS ledger (id INTEGER PRIMARY KEY AUTOINCREMENT,"
@@ -53,14 +51,13 @@ def main(argv: list[str]) -> int:
         return conn
 
     store = SqliteStore(store_path, max_interruptions=1000)
-    kind = tallies(store)
+    kind = Entities[list[int]]("tally", store=store)
 
     @kind.handler(int)
-    def count(ctx: EntityContext[Tally], n: int) -> None:
+    def count(ctx: EntityContext[list[int]], n: int) -> None:
         ledger().execute("INSERT INTO ledger (entity, n, pid) VALUES (?, ?, ?)", (ctx.id, n, pid))
         time.sleep(0.004)  # the window between the ledger's commit and the store's
-        seen = ctx.state.seen if ctx.state else []
-        ctx.state = Tally([*seen, n])
+        ctx.state = [*(ctx.state or []), n]
 
     kind.serve(workers=4, until_idle=True)
     store.close()

@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from choreograph import SqliteStore
+from choreograph import Entities, SqliteStore
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "tests" / "_entity_crash_worker.py"
@@ -54,15 +54,13 @@ def _ledger(path: Path) -> list[tuple[str, int, int]]:
 
 
 def test_sigkill_at_random_moments_loses_no_message_and_applies_none_twice(tmp_path: Path):
-    sys.path.insert(0, str(ROOT / "tests"))
-    from _entity_tally import Tally, tallies
 
     store_path, ledger_path, log = tmp_path / "store.db", tmp_path / "ledger.db", tmp_path / "worker.log"
     rng = random.Random(11)
     sent = dict.fromkeys(IDS, 0)
     killed: list[int] = []
     with SqliteStore(store_path) as store:
-        kind = tallies(store)
+        kind = Entities[list[int]]("tally", store=store)
 
         def send_some(count: int) -> None:
             for _ in range(count):
@@ -90,7 +88,7 @@ def test_sigkill_at_random_moments_loses_no_message_and_applies_none_twice(tmp_p
 
         assert all(count == PER_ID for count in sent.values())
         for name in IDS:
-            assert kind.state(name) == Tally(list(range(PER_ID))), name
+            assert kind.state(name) == list(range(PER_ID)), name
             info = kind.info(name)
             assert info is not None
             assert (info.pending, info.failed, info.owner) == (0, None, None)
