@@ -36,6 +36,7 @@ from .durable.codec import Codec, CodecError, JsonCodec, PickleCodec, StoredErro
 from .durable.memory import MemoryStore
 from .durable.protocol import Event, RunInfo
 from .durable.sqlite import SqliteStore
+from .entities import Entities, EntityContext
 
 __all__ = [
     "Call",
@@ -47,6 +48,8 @@ __all__ = [
     "Context",
     "Coordinator",
     "DataBag",
+    "Entities",
+    "EntityContext",
     "Event",
     "ExecutionCanceled",
     "InputError",

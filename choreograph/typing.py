@@ -14,6 +14,8 @@ from .durable.codec import Codec
 from .durable.protocol import (
     Begun,
     Ending,
+    EntityInfo,
+    EntityStore,
     Message,
     MessageInfo,
     MessageStatus,
@@ -38,6 +40,8 @@ __all__ = [
     "Callback",
     "Codec",
     "Ending",
+    "EntityInfo",
+    "EntityStore",
     "Executor",
     "KeyFunction",
     "Message",

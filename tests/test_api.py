@@ -25,6 +25,8 @@ CONTRACT = {
     "NoDataBagInContext",
     "CallbackFailure",
     "StepError",
+    "Entities",
+    "EntityContext",
 }
 
 

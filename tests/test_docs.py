@@ -32,6 +32,7 @@ EXAMPLES = {
     "docs/guide/testing.md": 2,
     "docs/guide/durable.md": 2,
     "docs/guide/queues.md": 1,
+    "docs/guide/entities.md": 1,
     "docs/architecture.md": 1,
     "docs/guide/listeners.md": 1,
     "docs/guide/parallel.md": 1,

@@ -16,8 +16,8 @@ from choreograph import Coordinator, SqliteStore, Step, StoreError
 from choreograph.durable import sqlite as sqlite_module
 from choreograph.durable.sqlite import SCHEMA_VERSION
 
-#: What turns a version 6 file back into the version 5 it was migrated from.
-UNDO_V6 = ("DROP TABLE messages", "DROP TABLE queue_servers")
+#: What turns a file of the current version back into version 5 (version 7's entity tables, then version 6's).
+UNDO_V6 = ("DROP TABLE entity_messages", "DROP TABLE entities", "DROP TABLE messages", "DROP TABLE queue_servers")
 
 
 def flaky(x: int) -> int:
@@ -95,7 +95,7 @@ def test_a_version_5_store_is_migrated_to_version_6_and_its_keys_are_shared_with
             thread.join(30)
         assert calls == ["b"]  # "a" was restored from the v5 run
         assert store.run_info("3").status == "ok"  # type: ignore[union-attr]
-    assert version(v5) == SCHEMA_VERSION == 6
+    assert version(v5) == SCHEMA_VERSION == 7
     assert schema(v5) == schema(tmp_path / "new.db")
     assert "CREATE INDEX messages_ready ON messages (queue, status, priority DESC, due)" in schema(v5).values()
 

@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from choreograph import ChoreographError, Coordinator, KeyBusy, SqliteStore, Step, StoreError
+from choreograph.durable.sqlite import SCHEMA_VERSION
 
 WORKER = Path(__file__).with_name("_contention_worker.py")
 # Bounds on waiting for helper processes: only a hang comes near them, even on a loaded machine.
@@ -685,6 +686,7 @@ def test_a_version_1_store_is_migrated_and_keeps_its_runs(tmp_path: Path):
     with SqliteStore(path) as store:
         assert Coordinator([Step("double", job)], store=store).run(21, key="k").ok
     conn = sqlite3.connect(path)
+    conn.executescript("DROP TABLE entity_messages; DROP TABLE entities")  # undo schema version 7
     conn.execute("DROP TABLE messages")  # undo schema version 6
     conn.execute("DROP TABLE queue_servers")
     conn.execute("ALTER TABLE runs DROP COLUMN trace_context")  # undo schema version 5
@@ -713,6 +715,7 @@ def test_a_version_2_store_gets_the_index_runs_lists_by(tmp_path: Path):
     path = tmp_path / "v2.db"
     make_store_file(path, keys=5)
     conn = sqlite3.connect(path)
+    conn.executescript("DROP TABLE entity_messages; DROP TABLE entities")  # undo schema version 7
     conn.execute("DROP TABLE messages")  # undo schema version 6
     conn.execute("DROP TABLE queue_servers")
     conn.execute("ALTER TABLE runs DROP COLUMN trace_context")  # undo schema version 5
@@ -726,7 +729,7 @@ def test_a_version_2_store_gets_the_index_runs_lists_by(tmp_path: Path):
         assert len(store.runs()) == 5
         store.verify()
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone() == (6,)
+    assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     plan = conn.execute("EXPLAIN QUERY PLAN SELECT key FROM runs ORDER BY updated DESC, key LIMIT 5").fetchall()
     conn.close()
     assert "runs_by_updated" in str(plan)
@@ -895,7 +898,7 @@ def test_verify_names_another_application_id_and_schema_version(store_path: Path
             store.verify()
 
     assert f"application id 0x7 is not choreograph's ({APPLICATION_ID:#x})" in info.value.problem
-    assert "schema version 1, expected 6" in info.value.problem
+    assert f"schema version 1, expected {SCHEMA_VERSION}" in info.value.problem
 
 
 def test_verify_names_a_file_cut_short_while_open(store_path: Path):

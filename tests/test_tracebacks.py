@@ -10,6 +10,7 @@ import pytest
 from returns.result import Failure, Result, safe
 
 from choreograph import Coordinator, Retry, Skip, SqliteStore, Step, UnstorableOutput
+from choreograph.durable.sqlite import SCHEMA_VERSION
 from choreograph.typing import Store
 
 
@@ -256,6 +257,7 @@ def make_version_3(path: Path, *steps: Step, key: str = "k") -> None:
     with SqliteStore(path) as store:
         Coordinator(steps, store=store).run(None, key=key)
     conn = sqlite3.connect(path)
+    conn.executescript("DROP TABLE entity_messages; DROP TABLE entities")  # undo schema version 7
     conn.execute("DROP TABLE messages")  # undo schema version 6
     conn.execute("DROP TABLE queue_servers")
     conn.execute("ALTER TABLE runs DROP COLUMN trace_context")  # undo schema version 5
@@ -301,6 +303,6 @@ def test_a_version_3_store_is_migrated_and_its_runs_resume(tmp_path: Path):
         assert fixed.data_bag.job_data == {"first": "one", "second": "two"}
     assert calls == ["first", "second", "second", "second"]
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone() == (6,)
+    assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     assert "traceback" in {row[1] for row in conn.execute("PRAGMA table_info(events)")}
     conn.close()

@@ -30,7 +30,7 @@ Role = Literal["precheck", "job", "compensate"]
 CONTAINERS: Final = frozenset({Success, Failure, IOSuccess, IOFailure})
 
 _CONTEXT_NAMES: Final = frozenset({"ctx", "context"})
-_CONTEXT_STRINGS: Final = frozenset({"Context", "choreograph.Context"})
+_CONTEXT_STRINGS: Final = frozenset({"Context", "choreograph.Context", "EntityContext", "choreograph.EntityContext"})
 _POSITIONAL: Final = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 #: Return annotations of a callback that never returns: it always raises.
 _NEVER: Final = (typing.NoReturn, typing.Never)
@@ -136,7 +136,9 @@ def hint_name(hint: object) -> str:
 
 
 def _is_context(hint: object) -> bool:
-    if hint is Context or get_origin(hint) is Context:
+    """Whether *hint* annotates a context: `Context`, a subclass (`EntityContext`), or one parametrized."""
+    origin = get_origin(hint) or hint
+    if isinstance(origin, type) and issubclass(origin, Context):
         return True
     return isinstance(hint, str) and hint.partition("[")[0].strip() in _CONTEXT_STRINGS
 
@@ -421,8 +423,10 @@ def _positional(step: str, role: Role, sig: inspect.Signature) -> list[inspect.P
 
 def _check_context(step: str, role: Role, param: inspect.Parameter, input_type: object) -> None:
     """Refuse a ``Context[X]`` parameter whose ``X`` does not accept the coordinator's input type."""
+    if get_origin(param.annotation) is not Context:  # a subclass's argument is its own (`EntityContext[State]`)
+        return
     args = get_args(param.annotation)
-    if args and not accepts(args[0], input_type):
+    if not accepts(args[0], input_type):
         problem = (
             f"its context parameter {param.name!r} is annotated Context[{hint_name(args[0])}],"
             f" but the coordinator's input is {hint_name(input_type)}"

@@ -38,6 +38,9 @@ class RunView(Protocol):
     fatal: ChoreographError | None
     emit: Callable[[RunEvent], None] | None
     resources: Mapping[str, object] | None
+    #: The class of its callbacks' context: `Context`, or a subclass (a durable entity's handling makes
+    #: `choreograph.EntityContext`), made the same way by `context_for`.
+    context_class: type[Context[Any]]
 
     @property
     def bag(self) -> DataBag:
@@ -246,7 +249,7 @@ def context_for(run: RunView) -> Context[Any]:
     The internal interface of this module for the run loop, with `point_to`:
     the context has no public constructor.
     """
-    ctx: Context[Any] = _new_context(Context)
+    ctx: Context[Any] = _new_context(run.context_class)
     ctx._run = run  # noqa: SLF001 - this module's own class
     return ctx
 

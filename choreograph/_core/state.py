@@ -13,11 +13,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from .._errors import ChoreographError, Phase, StepError
 from ..events import RunEvent
 from .bag import DataBag, bag_over
+from .context import Context
 from .plan import Plan, StepNode
 from .result import Outcome, RawCall
 
@@ -118,6 +119,8 @@ class RunState:
         compensation_errors: Errors of the compensations that failed.
         completed: Steps whose job completed (to compensate), in order.
         resources: The resources of the worker running the run (``ctx.resources``), if the coordinator has any.
+        context_class: The class of the context its callbacks get (`Context`; a durable entity's handling
+            sets `choreograph.EntityContext`).
     """
 
     calls: list[RawCall] | None = None
@@ -138,6 +141,7 @@ class RunState:
     completed: list[StepNode] = []  # noqa: RUF012 - replaced, never mutated, before a run appends to it
     values: Mapping[str, object] = _EMPTY
     resources: Mapping[str, object] | None = None
+    context_class: type[Context[Any]] = Context
 
     def __init__(self, plan: Plan, input: object, values: Mapping[str, object] | None, run_id: int) -> None:  # noqa: A002
         self.plan = plan

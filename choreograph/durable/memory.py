@@ -14,6 +14,7 @@ import dataclasses
 import heapq
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -27,6 +28,11 @@ from .protocol import (
     TRACE_CONTEXT_LIMIT,
     Begun,
     Ending,
+    EntityCommit,
+    EntityInfo,
+    EntityItem,
+    EntityMessage,
+    EntityRow,
     Event,
     Message,
     MessageInfo,
@@ -39,6 +45,7 @@ from .protocol import (
     Status,
     admit,
     begin_row,
+    entity_ready,
     may_hold,
 )
 from .queues import DOORBELL, MESSAGE_STATUSES, Checked, check_limit, check_queue, checked_message, run_is_live
@@ -72,6 +79,36 @@ class _Run:
             updated=self.updated,
             trace_context=row.trace_context,
         )
+
+
+@dataclass(slots=True, kw_only=True)
+class _Entity:
+    """One entity's row (see `EntityStore`) and its queued messages, oldest first."""
+
+    created: float
+    updated: float
+    messages: deque[EntityMessage] = dataclasses.field(default_factory=deque)
+    state: str | None = None
+    version: int = 0
+    timer: float | None = None
+    boot: bool = False
+    starts: int = 0
+    failed: str | None = None
+    failed_item: EntityItem | None = None
+    owner: str | None = None
+    lease_until: float | None = None
+
+    def ready(self) -> float | None:
+        if self.failed is not None:
+            return None
+        return entity_ready(self.boot, self.messages[0].sent if self.messages else None, self.timer)
+
+    def row(self, kind: str, id: str) -> EntityRow:  # noqa: A002
+        head = self.messages[0] if self.messages else None
+        return EntityRow(kind, id, self.state, self.version, self.timer, self.boot, self.starts, head)
+
+    def empty(self) -> bool:
+        return self.state is None and not self.messages and self.timer is None and not self.boot and not self.failed
 
 
 class MemoryStore:
@@ -113,6 +150,8 @@ class MemoryStore:
         self._runs: dict[str, _Run] = {}
         self._events: list[Event] = []
         self._last_id = 0  # events are numbered in the order they were recorded, never reused
+        self._entities: dict[tuple[str, str], _Entity] = {}
+        self._last_seq = 0  # entity messages likewise
         self._closed = False
         self._queues = _Queues()
 
@@ -384,7 +423,185 @@ class MemoryStore:
             self._closed = True
             self._runs.clear()
             self._events.clear()
+            self._entities.clear()
             self._queues = _Queues()
+
+    # -- entities (see `EntityStore`) ------------------------------------------------
+
+    def entity_send(self, kind: str, id: str, message: str) -> int:  # noqa: A002
+        """Queue an encoded message for an entity (see `EntityStore.entity_send`); its seq."""
+        now = time.time()
+        with self._lock:
+            self._check_open()
+            entity = self._entities.get((kind, id))
+            if entity is None:
+                entity = self._entities[kind, id] = _Entity(created=now, updated=now)
+            self._last_seq += 1
+            entity.messages.append(EntityMessage(self._last_seq, message, now))
+            entity.updated = now
+            return self._last_seq
+
+    def entity_claim(self, kind: str, limit: int, *, reap: bool = False) -> list[EntityRow]:
+        """Claim up to *limit* due entities of *kind* (see `EntityStore.entity_claim`)."""
+        now = time.time()
+        with self._lock:
+            self._check_open()
+            due: list[tuple[float, str, _Entity]] = []
+            for (of, id_), entity in self._entities.items():
+                ready = entity.ready()
+                if of != kind or ready is None or ready > now:
+                    continue
+                held = entity.owner is not None and (entity.lease_until or 0.0) >= now
+                if held and not (reap and entity.owner != self.owner and not is_alive(entity.owner or "", self.owner)):
+                    continue
+                due.append((ready, id_, entity))
+            due.sort(key=lambda found: (found[0], found[1]))
+            claimed: list[EntityRow] = []
+            for _, id_, entity in due[: max(limit, 0)]:
+                entity.owner, entity.lease_until = self.owner, now + self.lease
+                entity.starts += 1
+                claimed.append(entity.row(kind, id_))
+            return claimed
+
+    def _claimed(self, kind: str, id: str) -> _Entity:  # noqa: A002
+        entity = self._entities.get((kind, id))
+        if entity is None or entity.owner != self.owner:
+            msg = f"lost the claim of entity {kind} {id!r} to another server"
+            raise StoreError(self.location, msg)
+        return entity
+
+    def entity_commit(self, kind: str, id: str, commit: EntityCommit) -> EntityRow | None:  # noqa: A002
+        """Commit a handling (see `EntityStore.entity_commit`): the next row while the claim is kept."""
+        now = time.time()
+        with self._lock:
+            self._check_open()
+            entity = self._claimed(kind, id)
+            if commit.item == "message" and entity.messages and entity.messages[0].seq == commit.seq:
+                entity.messages.popleft()
+            if commit.item == "boot":
+                entity.boot = False
+            entity.state, entity.timer = commit.state, commit.timer
+            entity.version += 1
+            entity.updated = now
+            ready = entity.ready()
+            if entity.empty():
+                del self._entities[kind, id]
+                return None
+            if commit.release or ready is None or ready > now:
+                entity.owner = entity.lease_until = None
+                entity.starts = 0
+                return None
+            entity.starts, entity.lease_until = 1, now + self.lease
+            return entity.row(kind, id)
+
+    def entity_fail(self, kind: str, id: str, key: str, item: EntityItem, *, interrupted: bool = False) -> None:  # noqa: A002
+        """Block the entity behind its failed item and release it (see `EntityStore.entity_fail`)."""
+        with self._lock:
+            self._check_open()
+            entity = self._claimed(kind, id)
+            entity.failed, entity.failed_item = key, item
+            entity.owner = entity.lease_until = None
+            if not interrupted:
+                entity.starts = 0
+            entity.updated = time.time()
+
+    def entity_release(self, kind: str, id: str, *, started: bool) -> None:  # noqa: A002
+        """Release this store's claim of the entity (see `EntityStore.entity_release`)."""
+        with self._lock:
+            entity = self._entities.get((kind, id))
+            if entity is not None and entity.owner == self.owner:
+                entity.owner = entity.lease_until = None
+                if not started:
+                    entity.starts = max(entity.starts - 1, 0)
+
+    def entity_renew(self, kind: str, ids: Sequence[str]) -> list[str]:
+        """Renew this store's claims of *ids*; return those it lost."""
+        until = time.time() + self.lease
+        lost: list[str] = []
+        with self._lock:
+            self._check_open()
+            for id_ in ids:
+                entity = self._entities.get((kind, id_))
+                if entity is None or entity.owner != self.owner:
+                    lost.append(id_)
+                else:
+                    entity.lease_until = until
+        return lost
+
+    def entity_start(self, kind: str, *, boot: bool) -> int:
+        """Unblock the failed entities of *kind*; with *boot*, make every live one's boot due."""
+        with self._lock:
+            self._check_open()
+            unblocked = 0
+            for (of, _), entity in self._entities.items():
+                if of != kind:
+                    continue
+                if entity.failed is not None:
+                    entity.failed = entity.failed_item = None
+                    unblocked += 1
+                if boot and entity.state is not None:
+                    entity.boot = True
+            return unblocked
+
+    def entity_retry(self, kind: str, id: str) -> bool:  # noqa: A002
+        """Unblock the entity (see `EntityStore.entity_retry`)."""
+        with self._lock:
+            self._check_open()
+            entity = self._entities.get((kind, id))
+            if entity is None or entity.failed is None:
+                return False
+            entity.failed = entity.failed_item = None
+            entity.starts = 0
+            entity.updated = time.time()
+            return True
+
+    def entity_drop(self, kind: str, id: str) -> bool:  # noqa: A002
+        """Discard the entity's failed item and unblock it (see `EntityStore.entity_drop`)."""
+        with self._lock:
+            self._check_open()
+            entity = self._entities.get((kind, id))
+            if entity is None or entity.failed is None:
+                return False
+            if entity.failed_item == "message" and entity.messages:
+                entity.messages.popleft()
+            elif entity.failed_item == "timer":
+                entity.timer = None
+            elif entity.failed_item == "boot":
+                entity.boot = False
+            entity.failed = entity.failed_item = None
+            entity.starts = 0
+            entity.updated = time.time()
+            if entity.empty() and entity.owner is None:
+                del self._entities[kind, id]
+            return True
+
+    def entity_info(self, kind: str, id: str) -> EntityInfo | None:  # noqa: A002
+        """What the store knows of the entity, or None."""
+        with self._lock:
+            self._check_open()
+            entity = self._entities.get((kind, id))
+            if entity is None:
+                return None
+            return EntityInfo(
+                kind=kind,
+                id=id,
+                state=entity.state,
+                version=entity.version,
+                timer=entity.timer,
+                boot=entity.boot,
+                pending=len(entity.messages),
+                failed=entity.failed,
+                failed_item=entity.failed_item,
+                owner=entity.owner,
+                starts=entity.starts,
+                updated=entity.updated,
+            )
+
+    def entity_ids(self, kind: str) -> list[str]:
+        """The ids of *kind* with a row, sorted."""
+        with self._lock:
+            self._check_open()
+            return sorted(id_ for of, id_ in self._entities if of == kind)
 
     # -- queues ---------------------------------------------------------------
 

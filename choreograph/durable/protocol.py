@@ -695,3 +695,242 @@ class QueueStore(Store, Protocol):
     def leave_queue(self, queue: str, owner: str) -> None:
         """Give up *queue*'s exclusive lease, if *owner* holds it."""
         ...
+
+
+# -- entities -------------------------------------------------------------------------------
+
+#: What an entity's handling is for: a queued message, its timer, or its boot (see `EntityStore`).
+EntityItem = Literal["message", "timer", "boot"]
+
+
+@dataclass(frozen=True, slots=True)
+class EntityMessage:
+    """
+    A message queued for an entity, as its store keeps it.
+
+    Attributes:
+        seq: Its number in the store: messages are numbered in the order they were stored.
+        message: The encoded message.
+        sent: When it was stored (seconds since the epoch, the sender's clock).
+
+    .. versionadded:: 0.5.0
+    """
+
+    seq: int
+    message: str
+    sent: float
+
+
+@dataclass(frozen=True, slots=True)
+class EntityRow:
+    """
+    One entity as its claim holder sees it: what `EntityStore.entity_claim` and `entity_commit` return.
+
+    Attributes:
+        kind: The entity's kind.
+        id: Its id.
+        state: Its encoded state; ``None`` while it has none.
+        version: Handlings committed so far (the keys of timer and boot runs name it).
+        timer: When its timer is due (seconds since the epoch), if it has one.
+        boot: Whether its ``on_boot`` handling is due.
+        starts: How many times the item now due was given to a server without being
+            committed or failed: 1 the first time, more after crashes.
+        head: The first of its queued messages, if any.
+
+    .. versionadded:: 0.5.0
+    """
+
+    kind: str
+    id: str
+    state: str | None
+    version: int
+    timer: float | None
+    boot: bool
+    starts: int
+    head: EntityMessage | None
+
+
+@dataclass(frozen=True, slots=True)
+class EntityInfo:
+    """
+    What a store knows of one entity (`EntityStore.entity_info`).
+
+    Attributes:
+        kind, id, state, version, timer, boot: As in `EntityRow`.
+        pending: Messages queued for it.
+        failed: The key of the durable run whose failure blocks it, if one does.
+        failed_item: What that run handled: ``"message"`` (the first queued one), ``"timer"`` or ``"boot"``.
+        owner: The server holding its claim, if one does.
+        starts: As in `EntityRow`.
+        updated: When its row last changed (seconds since the epoch).
+
+    .. versionadded:: 0.5.0
+    """
+
+    kind: str
+    id: str
+    state: str | None
+    version: int
+    timer: float | None
+    boot: bool
+    pending: int
+    failed: str | None
+    failed_item: EntityItem | None
+    owner: str | None
+    starts: int
+    updated: float
+
+
+class EntityCommit(NamedTuple):
+    """
+    The end of one handling, committed in one transaction by `EntityStore.entity_commit`.
+
+    Attributes:
+        item: What was handled.
+        seq: For a message, its `EntityMessage.seq`: it is deleted (acknowledged).
+        state: The entity's new encoded state; ``None`` ends the entity (its row goes
+            once it has no messages left).
+        timer: Its timer from now on (``None``: none); a handled timer is consumed
+            unless the handling set it again.
+        release: Give the claim up even if another item is due.
+
+    .. versionadded:: 0.5.0
+    """
+
+    item: EntityItem
+    seq: int | None
+    state: str | None
+    timer: float | None
+    release: bool = False
+
+
+def entity_ready(row_boot: bool, head_sent: float | None, timer: float | None) -> float | None:  # noqa: FBT001
+    """
+    When an entity next has something to handle (``None``: nothing until a message comes).
+
+    Its boot is due at once (0), a message when it was sent, the timer when it is due;
+    servers take entities in this order. A store keeps it in a column, to find the
+    entities that are due with an index.
+
+    >>> entity_ready(False, None, None), entity_ready(False, 5.0, 3.0), entity_ready(True, 5.0, None)
+    (None, 3.0, 0.0)
+    """
+    if row_boot:
+        return 0.0
+    if head_sent is None:
+        return timer
+    return head_sent if timer is None else min(head_sent, timer)
+
+
+def next_item(row: EntityRow, now: float) -> EntityItem | None:
+    """
+    What the holder of *row*'s claim handles next, if anything is due at *now*.
+
+    The boot first; then the timer, once due, unless the first queued message
+    was sent before it was due; then the first message.
+
+    >>> row = EntityRow("k", "a", None, 0, 2.0, False, 1, EntityMessage(1, "{}", 3.0))
+    >>> next_item(row, 1.0), next_item(row, 2.5)
+    ('message', 'timer')
+    """
+    if row.boot:
+        return "boot"
+    head, timer = row.head, row.timer
+    if timer is not None and timer <= now and (head is None or timer <= head.sent):
+        return "timer"
+    return "message" if head is not None else None
+
+
+@runtime_checkable
+class EntityStore(Protocol):
+    """
+    The store methods of durable entities (`choreograph.Entities`): one row per entity, and its queued messages.
+
+    An entity row holds the encoded state, the timer, the boot flag, the failure
+    that blocks it, its claim (holder and lease expiry, as a run's lease) and
+    its *ready* time (`entity_ready`, ``None`` while blocked), kept on an index
+    so that `entity_claim` finds the due entities without a scan. Messages are
+    rows numbered in the order they were stored.
+
+    Every method is one transaction. A store over a server database (Postgres)
+    writes `entity_claim` as ``SELECT ... WHERE kind = $1 AND ready <= $2 AND
+    (owner IS NULL OR lease_until < $2) ORDER BY ready LIMIT $3 FOR UPDATE SKIP
+    LOCKED`` then an ``UPDATE`` of those rows, and every other method as
+    ``SELECT ... FOR UPDATE`` of the entity's row (a ``send`` as an
+    ``INSERT ... ON CONFLICT DO UPDATE``), so that senders and the claim holder
+    of one entity queue on its row while other entities go on.
+
+    .. versionadded:: 0.5.0
+    """
+
+    def entity_send(self, kind: str, id: str, message: str) -> int:  # noqa: A002
+        """Store an encoded message for the entity (creating its row), due at once unless it is blocked; its seq."""
+        ...
+
+    def entity_claim(self, kind: str, limit: int, *, reap: bool = False) -> list[EntityRow]:
+        """
+        Claim up to *limit* entities of *kind* that are due, oldest *ready* first, for this store's `owner`.
+
+        An entity is free when nobody holds its claim or the claim's lease
+        expired; with *reap*, also when its holder is a dead process of this
+        machine (`leases.is_alive`). Each claimed entity's ``starts`` is
+        incremented, its lease set to `Store.lease` from now.
+        """
+        ...
+
+    def entity_commit(self, kind: str, id: str, commit: EntityCommit) -> EntityRow | None:  # noqa: A002
+        """
+        Commit a handling: the new state, the acknowledgement of its item and the timer, in one transaction.
+
+        The entity's version is incremented and its ``starts`` reset. Then,
+        unless *commit* says to release, the claim is kept (renewed) when
+        another item is due: that row is returned, its ``starts`` already 1.
+        Otherwise the claim is released and ``None`` returned. An entity left
+        with no state, messages, timer or boot loses its row.
+
+        Raises:
+            StoreError: This store does not hold the entity's claim (it was
+                taken over after its lease expired): nothing was written.
+        """
+        ...
+
+    def entity_fail(self, kind: str, id: str, key: str, item: EntityItem, *, interrupted: bool = False) -> None:  # noqa: A002
+        """
+        Block the entity behind its failed *item* (handled by the durable run *key*) and release its claim.
+
+        Its ``starts`` is reset, unless the item is failed for being *interrupted*
+        too often: then a ``serve`` start that unblocks it refuses it again at once.
+        """
+        ...
+
+    def entity_release(self, kind: str, id: str, *, started: bool) -> None:  # noqa: A002
+        """Release this store's claim of the entity; unless *started*, the item taken was not handled (starts - 1)."""
+        ...
+
+    def entity_renew(self, kind: str, ids: Sequence[str]) -> list[str]:
+        """Renew this store's claims of *ids*; return those it no longer holds."""
+        ...
+
+    def entity_start(self, kind: str, *, boot: bool) -> int:
+        """
+        A server of *kind* starts: unblock its failed entities, to be tried again.
+
+        With *boot*, every entity with a state gets its boot due. Returns how many were unblocked.
+        """
+        ...
+
+    def entity_retry(self, kind: str, id: str) -> bool:  # noqa: A002
+        """Unblock the entity (its failed item is handled again, its ``starts`` reset); False if it was not blocked."""
+        ...
+
+    def entity_drop(self, kind: str, id: str) -> bool:  # noqa: A002
+        """Discard the failed item (the message, the timer or the boot) and unblock the entity; False if not blocked."""
+        ...
+
+    def entity_info(self, kind: str, id: str) -> EntityInfo | None:  # noqa: A002
+        """What the store knows of the entity; ``None`` when it has no row."""
+        ...
+
+    def entity_ids(self, kind: str) -> list[str]:
+        """The ids of *kind* with a row (a state, queued messages, a timer or a failure), sorted."""
+        ...

@@ -39,6 +39,11 @@ from .protocol import (
     TRACE_CONTEXT_LIMIT,
     Begun,
     Ending,
+    EntityCommit,
+    EntityInfo,
+    EntityItem,
+    EntityMessage,
+    EntityRow,
     Event,
     Message,
     MessageInfo,
@@ -51,6 +56,7 @@ from .protocol import (
     Status,
     admit,
     begin_row,
+    entity_ready,
     may_hold,
 )
 from .queues import DOORBELL, MESSAGE_STATUSES, check_limit, check_queue, checked_message, run_is_live
@@ -58,7 +64,7 @@ from .runlist import STATUSES, RunList, checked_limit, describe
 
 #: Marks a choreograph store in the SQLite header (``PRAGMA application_id``): "Chor".
 APPLICATION_ID: Final = 0x43686F72
-SCHEMA_VERSION: Final = 6
+SCHEMA_VERSION: Final = 7
 _SQLITE_HEADER: Final = b"SQLite format 3\x00"
 #: Runs read per query when iterating `SqliteStore.runs`.
 _PAGE: Final = 1000
@@ -149,6 +155,38 @@ CREATE TABLE queue_servers (
 ) WITHOUT ROWID
 """
 
+# Version 7: durable entities (`choreograph.Entities`): a row per entity (its state, timer, boot flag,
+# failure and claim, and when it is next due, on an index) and the messages queued for them, numbered
+# in the order they were stored (AUTOINCREMENT: a number is never reused, as it names a durable run).
+_SCHEMA_ENTITIES: Final = """
+CREATE TABLE entities (
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    state TEXT,
+    version INTEGER NOT NULL DEFAULT 0,
+    timer REAL,
+    boot INTEGER NOT NULL DEFAULT 0,
+    starts INTEGER NOT NULL DEFAULT 0,
+    failed TEXT,
+    failed_item TEXT,
+    owner TEXT,
+    lease_until REAL,
+    ready REAL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    PRIMARY KEY (kind, id)
+) WITHOUT ROWID;
+CREATE INDEX entities_by_ready ON entities (kind, ready) WHERE ready IS NOT NULL;
+CREATE TABLE entity_messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    message TEXT NOT NULL,
+    sent REAL NOT NULL
+);
+CREATE INDEX entity_messages_by_entity ON entity_messages (kind, id, seq)
+"""
+
 _MIGRATIONS: Final[dict[int, str]] = {
     0: _SCHEMA_V1,
     1: _SCHEMA_V2,
@@ -156,6 +194,7 @@ _MIGRATIONS: Final[dict[int, str]] = {
     3: _SCHEMA_V4,
     4: _SCHEMA_V5,
     5: _SCHEMA_V6,
+    6: _SCHEMA_ENTITIES,
 }
 
 #: ``Begun(...)`` without its generated ``__new__``, for a new key: one is made per run.
@@ -778,6 +817,269 @@ class SqliteStore:
         .. versionadded:: 0.2.0
         """
         return self.codec.decode_error(text)
+
+    # -- entities (see `EntityStore`): every method one transaction, its SQL here -------------
+
+    def _entity_error(self, what: str, kind: str, id: str, exc: sqlite3.DatabaseError) -> StoreError:  # noqa: A002
+        return StoreError(self.path, f"cannot {what} entity {kind} {id!r}: {exc}")
+
+    def entity_send(self, kind: str, id: str, message: str) -> int:  # noqa: A002
+        """Queue an encoded message for an entity (see `EntityStore.entity_send`); its seq."""
+        now = time.time()
+        try:
+            with self._write() as conn:
+                seq = conn.execute(
+                    "INSERT INTO entity_messages (kind, id, message, sent) VALUES (?, ?, ?, ?)",
+                    (kind, id, message, now),
+                ).lastrowid
+                conn.execute(
+                    "INSERT INTO entities (kind, id, ready, created, updated) VALUES (?, ?, ?, ?, ?)"
+                    " ON CONFLICT (kind, id) DO UPDATE SET updated = excluded.updated,"
+                    " ready = CASE WHEN failed IS NOT NULL THEN NULL"
+                    " WHEN ready IS NULL OR ready > excluded.ready THEN excluded.ready ELSE ready END",
+                    (kind, id, now, now, now),
+                )
+        except sqlite3.DatabaseError as exc:
+            raise self._entity_error("send a message to", kind, id, exc) from exc
+        return seq or 0
+
+    @staticmethod
+    def _entity_head(conn: sqlite3.Connection, kind: str, id: str) -> EntityMessage | None:  # noqa: A002
+        found = conn.execute(
+            "SELECT seq, message, sent FROM entity_messages WHERE kind = ? AND id = ? ORDER BY seq LIMIT 1", (kind, id)
+        ).fetchone()
+        return None if found is None else EntityMessage(*found)
+
+    def entity_claim(self, kind: str, limit: int, *, reap: bool = False) -> list[EntityRow]:
+        """Claim up to *limit* due entities of *kind* (see `EntityStore.entity_claim`)."""
+        now = time.time()
+        claimed: list[EntityRow] = []
+        try:
+            with self._write() as conn:
+                if reap:  # free the claims of dead processes of this machine
+                    held = conn.execute(
+                        "SELECT DISTINCT owner FROM entities WHERE kind = ? AND owner IS NOT NULL AND owner != ?"
+                        " AND lease_until >= ?",
+                        (kind, self.owner, now),
+                    ).fetchall()
+                    for (holder,) in held:
+                        if not is_alive(holder, self.owner):
+                            conn.execute(
+                                "UPDATE entities SET owner = NULL, lease_until = NULL WHERE kind = ? AND owner = ?",
+                                (kind, holder),
+                            )
+                due = conn.execute(
+                    "SELECT id FROM entities WHERE kind = ? AND ready <= ? AND (owner IS NULL OR lease_until < ?)"
+                    " ORDER BY ready, id LIMIT ?",
+                    (kind, now, now, max(limit, 0)),
+                ).fetchall()
+                for (id_,) in due:
+                    state, version, timer, boot, starts = conn.execute(
+                        "UPDATE entities SET owner = ?, lease_until = ?, starts = starts + 1 WHERE kind = ? AND id = ?"
+                        " RETURNING state, version, timer, boot, starts",
+                        (self.owner, now + self.lease, kind, id_),
+                    ).fetchone()
+                    head = self._entity_head(conn, kind, id_)
+                    claimed.append(EntityRow(kind, id_, state, version, timer, bool(boot), starts, head))
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(self.path, f"cannot claim entities of kind {kind}: {exc}") from exc
+        return claimed
+
+    def entity_commit(self, kind: str, id: str, commit: EntityCommit) -> EntityRow | None:  # noqa: A002
+        """Commit a handling (see `EntityStore.entity_commit`): the next row while the claim is kept."""
+        item, seq, state, timer, release = commit
+        now = time.time()
+        try:
+            with self._write() as conn:
+                found = conn.execute(
+                    "SELECT boot, version FROM entities WHERE kind = ? AND id = ? AND owner = ?", (kind, id, self.owner)
+                ).fetchone()
+                if found is None:
+                    msg = f"lost the claim of entity {kind} {id!r} to another server"
+                    raise StoreError(self.path, msg)
+                if item == "message":
+                    conn.execute("DELETE FROM entity_messages WHERE seq = ? AND kind = ? AND id = ?", (seq, kind, id))
+                boot = bool(found[0]) and item != "boot"
+                version = found[1] + 1
+                head = self._entity_head(conn, kind, id)
+                if state is None and head is None and timer is None and not boot:
+                    conn.execute("DELETE FROM entities WHERE kind = ? AND id = ?", (kind, id))
+                    return None
+                ready = entity_ready(boot, None if head is None else head.sent, timer)
+                keep = not release and ready is not None and ready <= now
+                conn.execute(
+                    "UPDATE entities SET state = ?, version = ?, timer = ?, boot = ?, starts = ?, ready = ?, owner = ?,"
+                    " lease_until = ?, updated = ? WHERE kind = ? AND id = ?",
+                    (
+                        state,
+                        version,
+                        timer,
+                        int(boot),
+                        1 if keep else 0,
+                        ready,
+                        self.owner if keep else None,
+                        now + self.lease if keep else None,
+                        now,
+                        kind,
+                        id,
+                    ),
+                )
+        except sqlite3.DatabaseError as exc:
+            raise self._entity_error("commit", kind, id, exc) from exc
+        return EntityRow(kind, id, state, version, timer, boot, 1, head) if keep else None
+
+    def entity_fail(self, kind: str, id: str, key: str, item: EntityItem, *, interrupted: bool = False) -> None:  # noqa: A002
+        """Block the entity behind its failed item and release it (see `EntityStore.entity_fail`)."""
+        try:
+            with self._write() as conn:
+                updated = conn.execute(
+                    "UPDATE entities SET failed = ?, failed_item = ?, ready = NULL, owner = NULL, lease_until = NULL,"
+                    " starts = CASE WHEN ? THEN starts ELSE 0 END, updated = ? WHERE kind = ? AND id = ? AND owner = ?",
+                    (key, item, interrupted, time.time(), kind, id, self.owner),
+                ).rowcount
+                if not updated:
+                    msg = f"lost the claim of entity {kind} {id!r} to another server"
+                    raise StoreError(self.path, msg)
+        except sqlite3.DatabaseError as exc:
+            raise self._entity_error("mark the failure of", kind, id, exc) from exc
+
+    def entity_release(self, kind: str, id: str, *, started: bool) -> None:  # noqa: A002
+        """Release this store's claim of the entity (see `EntityStore.entity_release`)."""
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    "UPDATE entities SET owner = NULL, lease_until = NULL,"
+                    " starts = CASE WHEN ? THEN starts ELSE max(starts - 1, 0) END"
+                    " WHERE kind = ? AND id = ? AND owner = ?",
+                    (started, kind, id, self.owner),
+                )
+        except sqlite3.DatabaseError as exc:
+            raise self._entity_error("release", kind, id, exc) from exc
+
+    def entity_renew(self, kind: str, ids: Sequence[str]) -> list[str]:
+        """Renew this store's claims of *ids*; return those it lost."""
+        until = time.time() + self.lease
+        lost: list[str] = []
+        try:
+            with self._write() as conn:
+                renew = "UPDATE entities SET lease_until = ? WHERE kind = ? AND id = ? AND owner = ?"
+                lost.extend(id_ for id_ in ids if not conn.execute(renew, (until, kind, id_, self.owner)).rowcount)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(self.path, f"cannot renew the claims of entities of kind {kind}: {exc}") from exc
+        return lost
+
+    def _entity_unblock(self, conn: sqlite3.Connection, kind: str, id: str, boot: bool, timer: float | None) -> None:  # noqa: A002, FBT001
+        head = self._entity_head(conn, kind, id)
+        ready = entity_ready(boot, None if head is None else head.sent, timer)
+        conn.execute(
+            "UPDATE entities SET failed = NULL, failed_item = NULL, starts = 0, ready = ?, updated = ?"
+            " WHERE kind = ? AND id = ?",
+            (ready, time.time(), kind, id),
+        )
+
+    def entity_start(self, kind: str, *, boot: bool) -> int:
+        """Unblock the failed entities of *kind*; with *boot*, make every live one's boot due."""
+        try:
+            with self._write() as conn:
+                failed = conn.execute(
+                    "SELECT id, boot, timer FROM entities WHERE kind = ? AND failed IS NOT NULL", (kind,)
+                ).fetchall()
+                for id_, flag, timer in failed:
+                    conn.execute(
+                        "UPDATE entities SET failed = NULL, failed_item = NULL WHERE kind = ? AND id = ?", (kind, id_)
+                    )
+                    head = self._entity_head(conn, kind, id_)
+                    ready = entity_ready(bool(flag), None if head is None else head.sent, timer)
+                    conn.execute("UPDATE entities SET ready = ? WHERE kind = ? AND id = ?", (ready, kind, id_))
+                if boot:
+                    conn.execute(
+                        "UPDATE entities SET boot = 1, ready = 0 WHERE kind = ? AND state IS NOT NULL", (kind,)
+                    )
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(self.path, f"cannot start serving entities of kind {kind}: {exc}") from exc
+        return len(failed)
+
+    def entity_retry(self, kind: str, id: str) -> bool:  # noqa: A002
+        """Unblock the entity (see `EntityStore.entity_retry`)."""
+        try:
+            with self._write() as conn:
+                found = conn.execute(
+                    "SELECT boot, timer FROM entities WHERE kind = ? AND id = ? AND failed IS NOT NULL", (kind, id)
+                ).fetchone()
+                if found is None:
+                    return False
+                self._entity_unblock(conn, kind, id, bool(found[0]), found[1])
+        except sqlite3.DatabaseError as exc:
+            raise self._entity_error("retry", kind, id, exc) from exc
+        return True
+
+    def entity_drop(self, kind: str, id: str) -> bool:  # noqa: A002
+        """Discard the entity's failed item and unblock it (see `EntityStore.entity_drop`)."""
+        try:
+            with self._write() as conn:
+                found = conn.execute(
+                    "SELECT failed_item, boot, timer, state, owner FROM entities"
+                    " WHERE kind = ? AND id = ? AND failed IS NOT NULL",
+                    (kind, id),
+                ).fetchone()
+                if found is None:
+                    return False
+                item, boot, timer, state, owner = found
+                if item == "message":
+                    conn.execute(
+                        "DELETE FROM entity_messages WHERE seq = (SELECT min(seq) FROM entity_messages"
+                        " WHERE kind = ? AND id = ?)",
+                        (kind, id),
+                    )
+                elif item == "timer":
+                    timer = None
+                    conn.execute("UPDATE entities SET timer = NULL WHERE kind = ? AND id = ?", (kind, id))
+                elif item == "boot":
+                    boot = 0
+                    conn.execute("UPDATE entities SET boot = 0 WHERE kind = ? AND id = ?", (kind, id))
+                if (
+                    state is None
+                    and timer is None
+                    and not boot
+                    and owner is None
+                    and self._entity_head(conn, kind, id) is None
+                ):
+                    conn.execute("DELETE FROM entities WHERE kind = ? AND id = ?", (kind, id))
+                else:
+                    self._entity_unblock(conn, kind, id, bool(boot), timer)
+        except sqlite3.DatabaseError as exc:
+            raise self._entity_error("drop the failed item of", kind, id, exc) from exc
+        return True
+
+    def entity_info(self, kind: str, id: str) -> EntityInfo | None:  # noqa: A002
+        """What the store knows of the entity, or None."""
+        rows = self._read(
+            "SELECT state, version, timer, boot, failed, failed_item, owner, starts, updated,"
+            " (SELECT count(*) FROM entity_messages AS m WHERE m.kind = e.kind AND m.id = e.id)"
+            " FROM entities AS e WHERE kind = ? AND id = ?",
+            (kind, id),
+        )
+        if not rows:
+            return None
+        state, version, timer, boot, failed, failed_item, owner, starts, updated, pending = rows[0]
+        return EntityInfo(
+            kind=kind,
+            id=id,
+            state=state,
+            version=version,
+            timer=timer,
+            boot=bool(boot),
+            pending=pending,
+            failed=failed,
+            failed_item=failed_item,
+            owner=owner,
+            starts=starts,
+            updated=updated,
+        )
+
+    def entity_ids(self, kind: str) -> list[str]:
+        """The ids of *kind* with a row, sorted."""
+        return [row[0] for row in self._read("SELECT id FROM entities WHERE kind = ? ORDER BY id", (kind,))]
 
     # -- integrity ---------------------------------------------------------------
 
@@ -1494,6 +1796,17 @@ _ROW_RULES: Final = (
             " AND lease_until IS NOT NULL) OR (owner IS NULL) != (lease_until IS NULL)"
         ),
         "{} messages are running without a claim, or claimed without running (e.g. key {!r})",
+    ),
+    (
+        (
+            "SELECT count(*), min(kind || ' ' || id) FROM entity_messages AS m WHERE NOT EXISTS"
+            " (SELECT 1 FROM entities AS e WHERE e.kind = m.kind AND e.id = m.id)"
+        ),
+        "{} entity messages have no entities row (e.g. entity {!r})",
+    ),
+    (
+        "SELECT count(*), min(kind || ' ' || id) FROM entities WHERE (owner IS NULL) != (lease_until IS NULL)",
+        "{} entities have a claim holder without a lease expiry, or the other way round (e.g. entity {!r})",
     ),
 )
 
