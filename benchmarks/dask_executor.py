@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from functools import partial
 
 import dask
-import psutil  # distributed's own dependency
+import psutil  # type: ignore[import-untyped]  # distributed's own dependency
 from distributed import Client, LocalCluster
 
 from choreograph import Coordinator, Step
@@ -117,7 +117,7 @@ def memory(client: Client, records: int) -> float:
             at_checkpoint = process.memory_info().rss
     seconds = time.perf_counter() - started
     at_end = process.memory_info().rss
-    ratio = at_end / at_checkpoint
+    ratio: float = at_end / at_checkpoint
     print(
         f"memory, {records:,} inputs in {seconds:.1f} s ({records / seconds:,.0f}/s)"
         f"   resident after {checkpoint:,}: {at_checkpoint / MIB:.1f} MiB | after {records:,}:"
