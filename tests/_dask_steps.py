@@ -59,6 +59,23 @@ def fails_first(ctx: Context[int], x: int) -> int:
     return x * 10
 
 
+#: The threads that unpickled a `Rebuilt`, in this process: one per rebuild of the flow from its recipe.
+REBUILT: list[int] = []
+
+
+class Rebuilt:
+    """A value of the batch that notes each time it is unpickled, that is, each time a worker rebuilds the flow."""
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return (_rebuilt, ())
+
+
+def _rebuilt() -> Rebuilt:
+    with _LOCK:
+        REBUILT.append(threading.get_ident())
+    return Rebuilt()
+
+
 class HeldTasks(SchedulerPlugin):
     """Counts the tasks whose key starts with *prefix* that the scheduler holds, and the most it held at once."""
 

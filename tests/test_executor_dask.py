@@ -3,6 +3,7 @@
 import functools
 import importlib
 import os
+import signal
 import sys
 import threading
 import time
@@ -310,6 +311,28 @@ def test_an_interruption_in_the_calling_thread_stops_the_batch_after_the_runs_in
     assert batch_keys(client) == []
 
 
+def test_ctrl_c_while_waiting_for_results_stops_the_batch_after_the_runs_in_flight(client: Client):
+    """SIGINT while the calling thread waits: KeyboardInterrupt once what had started ended; nothing else starts."""
+    dsteps.STARTED.clear()
+    dsteps.ENDED.clear()
+    flow = Coordinator[int]([Step("slow", dsteps.slow)])
+    results = flow.run_many(range(100), executor=DaskExecutor(client, window=4, chunksize=1))  # 5 s of runs
+    interrupt = threading.Timer(0.5, signal.raise_signal, (signal.SIGINT,))
+    interrupt.start()
+    done: list[int] = []
+    with pytest.raises(KeyboardInterrupt):
+        done.extend(result.input for result in results)
+    interrupt.join()
+
+    started = list(dsteps.STARTED)
+    assert 4 <= len(started) < 100
+    assert sorted(dsteps.ENDED) == sorted(started)
+    assert set(done) < set(started)
+    time.sleep(0.3)
+    assert started == dsteps.STARTED
+    assert batch_keys(client) == []
+
+
 def test_a_chunk_stops_after_the_run_in_flight_when_the_batch_stops(client: Client):
     """A chunk of 50 slow records is running when the batch stops: its current record finishes, the rest never run."""
     dsteps.STARTED.clear()
@@ -327,6 +350,18 @@ def test_a_chunk_stops_after_the_run_in_flight_when_the_batch_stops(client: Clie
 
 
 # -- shipping ----------------------------------------------------------------------------
+
+
+def test_each_worker_thread_rebuilds_the_flow_once_not_once_per_task(client: Client):
+    """40 tasks of one record: the recipe is unpickled once per worker thread at most, not once per task."""
+    dsteps.REBUILT.clear()
+    flow = Coordinator[int]([Step("double", steps.double)])
+    values = {"rebuilt": dsteps.Rebuilt()}
+    results = list(flow.run_many(range(40), executor=DaskExecutor(client, chunksize=1), values=values))
+
+    assert len(results) == 40
+    threads = sum(client.nthreads().values())
+    assert 1 <= len(dsteps.REBUILT) <= threads  # each worker's setup, and each thread but the one that took it
 
 
 def test_what_cant_be_shipped_is_named_before_any_input_is_taken(client: Client):

@@ -16,7 +16,9 @@ listens, its events), which `ShippableJob.receive` turns back into a result in
 the calling thread, giving the events to its listeners. A Dask task costs
 the scheduler about a millisecond or two, so a chunk holds as many records as
 the worker runs in about 50 ms (learnt from the chunks that came back, from 1
-at the start, at most 1,000), unless ``chunksize=`` fixes it.
+at the start, at most 1,000), unless ``chunksize=`` fixes it; when the inputs
+tell how many are left (a list, a range), at most a window's share of them,
+so that the last chunks are small and the workers end together.
 
 The window: at most ``window`` tasks (by default twice the cluster's threads
 when the batch starts) are held at a time, so the scheduler never holds more
@@ -49,6 +51,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import operator
 import pickle
 import threading
 import time
@@ -297,10 +300,24 @@ class _Batch(Generic[InputT]):
                 if not self._held:
                     self._submit(_Chunk([self._suspects.popleft()], alone=True))
                 return
-            records = self._take(self._sizes.size)
+            records = self._take(self._size())
             if not records:
                 return
             self._submit(_Chunk(records))
+
+    def _size(self) -> int:
+        """
+        The records of the next chunk: as learnt (or fixed), and at most a window's share of those left.
+
+        The share needs the inputs' length hint (a list's, a range's; a generator has none): the
+        last chunks get smaller, so that the workers end together.
+        """
+        size = self._sizes.size
+        if self._sizes.fixed is None:
+            left = operator.length_hint(self._inputs, 0)
+            if left:
+                size = min(size, max(1, left // (self._window or 2)))
+        return size
 
     def _take(self, count: int) -> list[tuple[int, object]]:
         """Up to *count* records: those to send again first, then new inputs."""
