@@ -9,6 +9,7 @@ share this module with the tests: `STARTED` and `ENDED` tell what ran.
 
 from __future__ import annotations
 
+import pickle
 import threading
 import time
 from typing import Any
@@ -94,3 +95,31 @@ class HeldTasks(SchedulerPlugin):
             self.held.add(key)
             self.seen += 1
             self.most = max(self.most, len(self.held))
+
+
+class Unreadable:
+    """An input that pickles here and can't be unpickled anywhere (with an error that doesn't pickle either)."""
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return (_refuse, ())
+
+
+def _refuse() -> object:
+    from _process_steps import LockedError
+
+    raise LockedError(7)
+
+
+def drops_recipe(x: int) -> int:
+    """At record 1, the worker loses the batch's recipe and gets it back, as a worker that left and came back would."""
+    if x == 1:
+        from distributed import get_worker
+
+        worker = get_worker()
+        name = next(name for name in worker.plugins if name.startswith("choreograph-"))
+        plugin = worker.plugins.pop(name)
+        plugin.teardown(worker)
+        fresh = pickle.loads(pickle.dumps(plugin))  # noqa: S301 - our own
+        fresh.setup(worker)
+        worker.plugins[name] = fresh
+    return slow(x)

@@ -168,6 +168,32 @@ def test_an_input_that_does_not_pickle_fails_alone(client: Client):
     assert results[1].input is records[1]
 
 
+def test_an_input_the_workers_cant_unpickle_fails_alone(client: Client):
+    """Its unpickling raises on the worker (an error that doesn't pickle either): InputError with its text."""
+    flow = Coordinator[object]([Step("s", steps.double)])
+    records: list[object] = [1, dsteps.Unreadable(), 3]
+    results = sorted(flow.run_many(records, executor=DaskExecutor(client)), key=lambda r: records.index(r.input))
+
+    assert [r.ok for r in results] == [True, False, True]
+    fatal = results[1].fatal
+    assert isinstance(fatal, InputError)
+    assert fatal.position == 1
+    assert isinstance(fatal.error, RuntimeError)
+    assert "LockedError: 7 (on a Dask worker)" in str(fatal.error)
+
+
+def test_records_a_worker_did_not_run_are_sent_again(client: Client):
+    """A worker that loses the batch's recipe mid-chunk: the rest of that chunk runs again, each record once."""
+    dsteps.STARTED.clear()
+    dsteps.ENDED.clear()
+    flow = Coordinator[int]([Step("drops", dsteps.drops_recipe)])
+    results = list(flow.run_many(range(8), executor=DaskExecutor(client, chunksize=4, window=1), ordered=True))
+
+    assert [r.input for r in results] == list(range(8))
+    assert all(r.ok for r in results)
+    assert sorted(dsteps.STARTED) == sorted(dsteps.ENDED) == list(range(8))  # each once: 2 and 3 after a resend
+
+
 def test_async_flows_and_groups_run_on_the_workers(client: Client):
     flow = Coordinator[int](
         [Parallel("both", Step("waits", steps.waits), Step("double", steps.double)), Step("where", dsteps.thread_name)]
@@ -409,6 +435,26 @@ def test_the_options_are_checked(client: Client):
     assert repr(DaskExecutor(client, window=3)).endswith("window=3, chunksize=None)")
 
 
+def test_a_client_in_its_asynchronous_use_is_refused(client: Client):
+    """In the client's own event loop (where it is asynchronous), a DaskExecutor can't be made of it."""
+    raised: list[BaseException] = []
+    done = threading.Event()
+
+    def make() -> None:
+        try:
+            DaskExecutor(client)
+        except TypeError as exc:
+            raised.append(exc)
+        finally:
+            done.set()
+
+    client.loop.add_callback(make)
+    assert done.wait(10)
+    assert [str(error) for error in raised] == [
+        "DaskExecutor needs a synchronous distributed.Client, used outside its event loop (run_many is not a coroutine)"
+    ]
+
+
 def test_without_distributed_the_import_error_names_the_extra(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setitem(sys.modules, "distributed", None)
     monkeypatch.delitem(sys.modules, "choreograph.executors.dask")
@@ -448,6 +494,15 @@ def test_a_flow_the_workers_cant_rebuild_stops_the_batch_before_any_input(proces
     finally:
         del sys.modules[module.__name__]
     assert batch_plugins(processes) == []  # the batch's plugin went, from the workers that couldn't set it up too
+
+
+def test_a_report_that_cant_be_unpickled_here_fails_its_record(processes: Client):
+    """An output of a class only the workers can import: that record fails with the error; the others go on."""
+    flow = Coordinator[int]([Step("only", steps.worker_only)])
+    (result,) = flow.run_many([1], executor=DaskExecutor(processes))
+    assert isinstance(result.fatal, InputError)
+    assert isinstance(result.fatal.error, ModuleNotFoundError)
+    assert result.input == 1
 
 
 def test_each_worker_makes_its_resources_once_and_closes_them_when_the_batch_ends(processes: Client, tmp_path: Path):

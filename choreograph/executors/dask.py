@@ -146,7 +146,10 @@ class DaskExecutor:
             msg = f"client must be a distributed.Client, got {type_name(client)}"
             raise TypeError(msg)
         if client.asynchronous:
-            msg = "DaskExecutor needs a synchronous distributed.Client (run_many is not a coroutine)"
+            msg = (
+                "DaskExecutor needs a synchronous distributed.Client, used outside its event loop"
+                " (run_many is not a coroutine)"
+            )
             raise TypeError(msg)
         self.client = client
         self.window = _check_count(window, "window")
@@ -288,10 +291,8 @@ class _Batch(Generic[InputT]):
         self._client.sync(_through_the_loop)
 
     def _room(self) -> bool:
-        window = self._window or 2
-        if self._stopping or len(self._held) >= window:
-            return False
-        return self._taken - self._yielded < window * self._sizes.size + min(self._yielded, _GROWTH)
+        """Whether a task can be submitted: the window's tasks aren't all held."""
+        return not self._stopping and len(self._held) < (self._window or 2)
 
     def _feed(self) -> None:
         """Submit chunks while the window has room; a suspect alone, once nothing else is in flight."""
@@ -320,11 +321,17 @@ class _Batch(Generic[InputT]):
         return size
 
     def _take(self, count: int) -> list[tuple[int, object]]:
-        """Up to *count* records: those to send again first, then new inputs."""
+        """
+        Up to *count* records: those to send again first, then new inputs while the records taken allow.
+
+        Those taken and not yet yielded stay within the window's records, plus as many as were
+        yielded (up to `_GROWTH` more) for the results that wait for an earlier one (``ordered``).
+        """
         records: list[tuple[int, object]] = []
         while self._again and len(records) < count:
             records.append(self._again.popleft())
-        while not self._exhausted and len(records) < count:
+        limit = (self._window or 2) * self._sizes.size + min(self._yielded, _GROWTH)
+        while not self._exhausted and len(records) < count and self._taken - self._yielded < limit:
             try:
                 item = next(self._inputs)
             except StopIteration:
