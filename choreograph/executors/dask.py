@@ -14,8 +14,8 @@ Inputs travel in chunks: a task runs a chunk of records one after the other
 and returns each run's report (its result and, when the calling process
 listens, its events), which `ShippableJob.receive` turns back into a result in
 the calling thread, giving the events to its listeners. A Dask task costs
-the scheduler about a millisecond or two, so a chunk holds as many records as
-the worker runs in about 50 ms (learnt from the chunks that came back, from 1
+the scheduler and the client a few milliseconds, so a chunk holds as many
+records as the worker runs in about 100 ms (learnt from the chunks that came back, from 1
 at the start, at most 1,000), unless ``chunksize=`` fixes it; when the inputs
 tell how many are left (a list, a range), at most a window's share of them,
 so that the last chunks are small and the workers end together.
@@ -82,7 +82,7 @@ _as_completed: Any = distributed.as_completed
 _wait: Any = distributed.wait
 
 #: What a chunk aims at taking on a worker (seconds), so that a task's own cost stays small beside its runs.
-_TARGET: Final = 0.05
+_TARGET: Final = 0.1
 #: Records in a chunk at most, when its size is learnt.
 _MAX_CHUNK: Final = 1000
 #: How far the window of records grows for ordered results, as `ThreadExecutor`'s.
@@ -130,7 +130,7 @@ class DaskExecutor:
         window: Tasks held at most, each a chunk of records (default: twice
             the cluster's threads when the batch starts, at least 2).
         chunksize: Records per task (default: learnt, so that a task runs
-            for about 50 ms; ``chunksize=1`` sends each record alone).
+            for about 100 ms; ``chunksize=1`` sends each record alone).
 
     Raises:
         TypeError: *client* is not a synchronous `distributed.Client`, or
