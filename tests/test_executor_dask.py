@@ -4,7 +4,9 @@ import functools
 import importlib
 import os
 import signal
+import subprocess
 import sys
+import textwrap
 import threading
 import time
 import types
@@ -558,6 +560,55 @@ def test_durable_runs_open_the_store_on_each_worker_and_resume_across_batches(pr
     (resumed,) = flow.run_many([3])  # and the calling process's own executor sees the same runs
     assert all(call.restored for call in resumed.trace)
     store.close()
+
+
+GROUP_INTERRUPTED = textwrap.dedent(
+    r"""
+    import os, sys
+    sys.path.insert(0, {tests!r})
+    import _process_steps as steps
+    from distributed import Client, LocalCluster
+    from choreograph import Coordinator, Step
+    from choreograph.executors import DaskExecutor
+
+    if __name__ == "__main__":
+        with (
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+            Client(cluster) as client,
+        ):
+            flow = Coordinator[int]([Step("announce", steps.announce)])
+            try:
+                for result in flow.run_many(range(100), executor=DaskExecutor(client, chunksize=1)):
+                    pass
+            except KeyboardInterrupt:
+                os.write(1, b"interrupted\n")
+    """
+)
+
+
+def test_ctrl_c_to_the_process_group_of_a_local_cluster_stops_the_batch(tmp_path: Path):
+    """Ctrl-C in a terminal reaches the worker processes too, which die: the batch still stops, and raises."""
+    script = tmp_path / "interrupted.py"
+    script.write_text(GROUP_INTERRUPTED.format(tests=str(TESTS)), encoding="utf-8")
+    child = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,  # a process group of its own, as a terminal's foreground job
+    )
+    try:
+        assert child.stdout is not None
+        while not (line := child.stdout.readline()).startswith("start"):
+            assert line, "the batch never started"
+        os.killpg(child.pid, signal.SIGINT)
+        rest, _ = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+    assert "interrupted" in rest.splitlines()
+    assert child.returncode == 0
 
 
 def test_a_worker_that_dies_fails_only_its_record_and_the_batch_goes_on():

@@ -32,8 +32,9 @@ Stopping (the iterator closed, ``KeyboardInterrupt`` in the calling thread,
 or the end of the inputs): no chunk is submitted any more; the batch's plugin
 is removed from the workers, so that a chunk that has not started runs nothing
 and a chunk that is running stops after the record it is running; the calling
-thread waits for them, then releases every future (a second interruption
-cancels them without waiting). The results of the runs that finished while
+thread waits for the tasks the workers have (not for those queued on the
+scheduler, or lost with a worker that died), then releases every future (a
+second interruption cancels them without waiting). The results of the runs that finished while
 stopping are dropped, as `ProcessExecutor` does.
 
 A worker that dies while it runs a chunk: the scheduler runs the chunk again on
@@ -87,6 +88,8 @@ _TARGET: Final = 0.1
 _MAX_CHUNK: Final = 1000
 #: How far the window of records grows for ordered results, as `ThreadExecutor`'s.
 _GROWTH: Final = 1024
+#: How often a stopping batch looks again at which of its tasks the workers still have (seconds).
+_SETTLING: Final = 0.5
 #: Times a record that was not run (its worker stopped the batch's runs) is sent again before it fails.
 _RESENDS: Final = 3
 #: What a chunk's task says of each of its records.
@@ -427,7 +430,7 @@ class _Batch(Generic[InputT]):
             futures = [chunk.future for chunk in self._held.values() if chunk.future is not None]
             if futures and self._client.status == "running":
                 with contextlib.suppress(Exception):  # stopping anyway: what a task raised is dropped
-                    _wait(futures)
+                    self._settle(futures)
         finally:
             futures = [chunk.future for chunk in self._held.values() if chunk.future is not None]
             if futures and self._client.status == "running":
@@ -438,6 +441,21 @@ class _Batch(Generic[InputT]):
             completed, self._completed = self._completed, None
             if completed is not None:
                 completed.clear()
+
+    def _settle(self, futures: list[Any]) -> None:
+        """
+        Wait for the tasks a worker has: they end after the record they run, or at once if not started.
+
+        Not for those no worker has (queued on the scheduler, or lost with a worker that died,
+        as those of a LocalCluster do when Ctrl-C reaches their process group): nothing of theirs runs.
+        """
+        while futures:
+            with contextlib.suppress(TimeoutError):
+                _wait(futures, timeout=_SETTLING)
+            futures = [future for future in futures if not future.done()]
+            if futures:
+                processing = {key for keys in self._client.processing().values() for key in keys}
+                futures = [future for future in futures if future.key in processing]
 
 
 async def _through_the_loop() -> None:
