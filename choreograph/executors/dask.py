@@ -12,18 +12,18 @@ closes) closes what they opened (their resources, their store).
 
 Inputs travel in chunks: a task runs a chunk of records one after the other
 and returns each run's report (its result and, when the calling process
-listens, its events), which `ShippableJob.receive` turns back into a result in
-the calling thread, giving the events to its listeners. A Dask task costs
+listens, its events), which `ShippableJob.receive` turns back into a result
+in the calling thread, giving the events to its listeners. A Dask task costs
 the scheduler and the client a few milliseconds, so a chunk holds as many
-records as the worker runs in about 100 ms (learnt from the chunks that came back, from 1
-at the start, at most 1,000), unless ``chunksize=`` fixes it; when the inputs
-tell how many are left (a list, a range), at most a window's share of them,
-so that the last chunks are small and the workers end together.
+records as the worker runs in about 100 ms (learnt from the chunks that came
+back, from 1 at the start, at most 1,000), unless ``chunksize=`` fixes it;
+when the inputs tell how many are left (a list, a range), at most a window's
+share of them, so that the last chunks are small and the workers end together.
 
 The window: at most ``window`` tasks (by default twice the cluster's threads
 when the batch starts) are held at a time, so the scheduler never holds more
-than that many of the batch's futures; a new chunk is taken from the inputs
-and submitted only when one came back (`distributed.as_completed`, fed with
+than that many of the batch's tasks; a new chunk is taken from the inputs and
+submitted only when one came back (`distributed.as_completed`, fed with
 ``add``). With ``ordered=True`` the results that came early wait for those
 before them; the records taken and not yet yielded stay within the window's
 records plus as many as were yielded, up to 1,024 more.
@@ -34,17 +34,19 @@ is removed from the workers, so that a chunk that has not started runs nothing
 and a chunk that is running stops after the record it is running; the calling
 thread waits for the tasks the workers have (not for those queued on the
 scheduler, or lost with a worker that died), then releases every future (a
-second interruption cancels them without waiting). The results of the runs that finished while
-stopping are dropped, as `ProcessExecutor` does.
+second interruption cancels them without waiting). The results of the runs
+that finished while stopping are dropped, as `ProcessExecutor` does.
 
-A worker that dies while it runs a chunk: the scheduler runs the chunk again on
-another worker, up to its ``distributed.scheduler.allowed-failures`` (3 by
-default), then gives up with `distributed.KilledWorker`. The records of such a
-chunk are then sent again one per task, so that only the record that kills its
-worker gets a failed result (`InputError`, whose error is the
-`KilledWorker`); the others run. Records are thus run again after a worker
-is lost, which a durable coordinator makes safe: a key that finished is not
-run again, and a run that was cut short resumes once its lease expires.
+A worker lost while it runs a chunk (it died, or left): the scheduler runs
+the chunk again on another worker, up to its
+``distributed.scheduler.allowed-failures`` (3 by default) for one that died,
+then gives up with `distributed.KilledWorker`. The records of such a chunk
+(and of any other lost with the same workers) then run again one at a time,
+with nothing else of the batch in flight, so that only the record that kills
+its worker gets a failed result (`InputError`, whose error is the
+`KilledWorker`); the others run. Records are thus run again after a worker is
+lost, which a durable coordinator makes safe: a key that finished is not run
+again, and a run that was cut short resumes once its lease expires.
 """
 
 from __future__ import annotations
@@ -164,6 +166,10 @@ class DaskExecutor:
     def map(self, job: RunJob[InputT], inputs: Iterator[InputT], *, ordered: bool) -> Iterator[RunResult[InputT]]:
         """
         Yield one result per input (see `Executor.map`); closing the iterator stops the batch's tasks.
+
+        The first ``next()`` hands the recipe to the workers: the error of a
+        worker that can't rebuild the flow from it (a module it can't import)
+        is raised there, with a note, before any input is taken.
 
         Raises:
             TypeError: *job* can't run in other processes: it is not a
