@@ -38,6 +38,7 @@ EXAMPLES = {
     "docs/guide/parallel.md": 1,
     "docs/guide/pictures.md": 2,
     "docs/guide/executors.md": 5,
+    "docs/guide/dask.md": 2,
 }
 
 FENCE = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)

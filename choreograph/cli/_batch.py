@@ -2,9 +2,9 @@
 ``run``, ``resume`` and ``rerun``: batches of runs, with a live bar, a summary, and Ctrl-C handled.
 
 ``run`` hands its records to `Coordinator.run_many`, on the executor
-``--executor`` names (with ``processes``, the status of each record's key
-is read here, as the record is taken, since the key function runs in the
-workers); ``resume`` and ``rerun`` run keys of a store, on a
+``--executor`` names (with ``processes`` and ``dask``, the status of each
+record's key is read here, as the record is taken, since the key function
+runs in the workers; ``dask`` connects a client to ``--scheduler``); ``resume`` and ``rerun`` run keys of a store, on a
 `ThreadExecutor` of their own (each task runs one key). Either way Ctrl-C stops taking new work, lets the runs
 in flight finish, prints the summary and exits with 130: every key not
 finished stays in the store, to resume.
@@ -80,9 +80,69 @@ def run_records(
     output: str | None,
     chosen_format: str,
     progress: bool,
+    scheduler: str | None = None,
 ) -> int:
     """``choreograph run``: every record of INPUT through TARGET; return the exit status."""
-    shipped = executor == "processes"
+    shipped = executor in ("processes", "dask")
+    with _executor(executor, scheduler, workers) as chosen:
+        return _run_records(
+            target=target,
+            source_location=source_location,
+            store_location=store_location,
+            key_field=key_field,
+            workers=None if executor == "dask" else workers,
+            executor=chosen,
+            fresh=fresh,
+            output=output,
+            chosen_format=chosen_format,
+            progress=progress,
+            shipped=shipped,
+        )
+
+
+@contextlib.contextmanager
+def _executor(name: str, scheduler: str | None, workers: int | None) -> Iterator[Any]:
+    """What ``--executor`` names: its name, or a `DaskExecutor` on a client of ``--scheduler`` (closed after)."""
+    if name != "dask":
+        if scheduler is not None:
+            raise click.UsageError("--scheduler is for --executor dask")
+        yield name
+        return
+    if scheduler is None:
+        raise click.UsageError("--executor dask needs --scheduler ADDRESS, the Dask scheduler's (tcp://host:8786)")
+    if workers is not None:
+        raise click.UsageError("--workers is for threads, processes and async: a Dask cluster has its own workers")
+    try:
+        import distributed  # noqa: PLC0415 - the extra, imported only here
+
+        from ..executors.dask import DaskExecutor  # noqa: PLC0415
+    except ImportError as exc:
+        msg = "--executor dask needs the extra choreograph[dask] (pip install 'choreograph[dask]')"
+        raise click.UsageError(msg) from exc
+    try:
+        client = distributed.Client(scheduler, timeout=10)
+    except (OSError, ValueError) as exc:
+        raise click.UsageError(f"--scheduler {scheduler}: can't connect: {exc}") from exc
+    try:
+        yield DaskExecutor(client)
+    finally:
+        client.close()
+
+
+def _run_records(
+    *,
+    target: str,
+    source_location: str,
+    store_location: str | None,
+    key_field: str | None,
+    workers: int | None,
+    executor: Any,
+    fresh: bool,
+    output: str | None,
+    chosen_format: str,
+    progress: bool,
+    shipped: bool,
+) -> int:
     flow, before, converter = _prepare(target, store_location, key_field, fresh=fresh, shipped=shipped)
     source = Source(source_location, chosen_format)
     try:
@@ -95,9 +155,10 @@ def run_records(
     records = _Records(source, converter, summary, bar, before if shipped else None)
     try:
         results = flow.run_many(records, workers=workers, fresh=fresh, executor=executor)
-    except TypeError as exc:  # processes: what can't be sent to them
+    except TypeError as exc:  # processes and dask: what can't be sent to them
         source.close()
-        raise click.UsageError(f"--executor {executor}: {exc}") from exc
+        name = executor if isinstance(executor, str) else "dask"
+        raise click.UsageError(f"--executor {name}: {exc}") from exc
     interrupted = False
     try:
         for result in results:

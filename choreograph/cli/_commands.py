@@ -53,10 +53,15 @@ def cli() -> None:
 )
 @click.option(
     "--executor",
-    type=click.Choice(["threads", "processes", "async"]),
+    type=click.Choice(["threads", "processes", "async", "dask"]),
     default="threads",
     show_default=True,
-    help="Where runs run: threads, worker processes, or tasks on one event loop.",
+    help="Where runs run: threads, worker processes, tasks on one event loop, or a Dask cluster (--scheduler).",
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="With --executor dask: the Dask scheduler's address (tcp://host:8786); needs choreograph[dask].",
 )
 @click.option("--fresh", is_flag=True, help="Run keys that finished ok again, from scratch.")
 @click.option("--output", metavar="FILE", help="Write one JSON line per run to FILE ('-': standard output).")
@@ -76,6 +81,7 @@ def run(
     key_field: str | None,
     workers: int | None,
     executor: str,
+    scheduler: str | None,
     fresh: bool,  # noqa: FBT001 - click passes flags by name
     output: str | None,
     chosen_format: str,
@@ -99,6 +105,7 @@ def run(
         key_field=key_field,
         workers=workers,
         executor=executor,
+        scheduler=scheduler,
         fresh=fresh,
         output=output,
         chosen_format=chosen_format,
