@@ -83,6 +83,12 @@ def drop_schemas(*names: str) -> None:
 
 
 @pytest.fixture
+def postgres_url() -> str:
+    """The test server's URL (`require_postgres`)."""
+    return require_postgres()
+
+
+@pytest.fixture
 def pg_schema() -> Iterator[Callable[[], str]]:
     """Fresh schema names on the test server (``t_<random>_<n>``), each dropped after the test."""
     require_postgres()

@@ -219,6 +219,9 @@ class PostgresStore:
             threads share a few).
         timeout: Seconds to wait for a connection, from the server or from
             the pool when every one is in use, before raising `StoreError`.
+        create: Create the schema and its tables when they are missing;
+            ``False`` raises `StoreError` instead (to read a store that
+            must exist, as ``choreograph runs`` does).
 
     Raises:
         ImportError: psycopg or psycopg-pool is not installed.
@@ -241,6 +244,7 @@ class PostgresStore:
         max_interruptions: int = 3,
         max_connections: int = 10,
         timeout: float = 30.0,
+        create: bool = True,
     ) -> None:
         self._check_options(conninfo, schema, codec, lease, max_interruptions, max_connections, timeout)
         psycopg, pool_module = _modules()
@@ -265,7 +269,7 @@ class PostgresStore:
             extra["connect_timeout"] = max(2, math.ceil(self.timeout))  # libpq's is whole seconds, >= 2
         if "application_name" not in params:
             extra["application_name"] = "choreograph"
-        self._open(psycopg, extra)
+        self._open(psycopg, extra, create=create)
         self._pool = pool_module.ConnectionPool(
             conninfo,
             kwargs=extra,
@@ -317,7 +321,7 @@ class PostgresStore:
 
     # -- the schema ----------------------------------------------------------------
 
-    def _open(self, psycopg: ModuleType, extra: dict[str, Any]) -> None:
+    def _open(self, psycopg: ModuleType, extra: dict[str, Any], *, create: bool) -> None:
         """Connect once, and check (or create, or migrate) the schema before any run uses it."""
         try:
             conn = psycopg.connect(self.conninfo, **extra)
@@ -328,6 +332,9 @@ class PostgresStore:
                 # Opening processes take turns: one creates or migrates, the others then find it done.
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_id(self.schema),))
                 version = self._version(conn)
+                if version == 0 and not create:
+                    problem = f"no choreograph store in schema {self.schema!r} (create=False); nothing was created"
+                    raise StoreError(self._location, problem)
                 while version < SCHEMA_VERSION:
                     self._migrate(conn, version)
                     version += 1
