@@ -569,6 +569,11 @@ def test_processes_contending_for_the_same_keys_run_each_once(postgres_url: str,
             "1 runs have a lease holder without a lease expiry, or the other way round (e.g. key 'b')",
         ),
         ("DROP INDEX {}.runs_by_status", "index runs_by_status is missing"),
+        (
+            "DROP INDEX {0}.runs_by_status; CREATE INDEX runs_by_status ON {0}.runs (updated)",
+            "index runs_by_status is not on the expected columns",
+        ),
+        ("DROP TABLE {}.store_version", "table store_version is missing"),
         ("ALTER TABLE {}.events DROP COLUMN traceback", "table events has no column traceback"),
         (
             "ALTER TABLE {}.runs ALTER COLUMN sessions TYPE bigint",
@@ -599,3 +604,99 @@ def test_verify_leaves_nothing_behind(postgres_url: str, schema: str):
             ).fetchone()
     assert temporary == 0
     assert tables_of(postgres_url, schema) == ["events", "runs", "store_version"]
+
+
+# -- failures underneath ------------------------------------------------------------------------------
+
+
+def test_without_psycopg_the_store_names_the_extra(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # an import of it raises ImportError
+    monkeypatch.setattr(pg, "_psycopg", None)
+    with pytest.raises(ImportError, match=r"pip install 'choreograph\[postgres\]'") as info:
+        PostgresStore("postgresql://nobody@127.0.0.1:1/none")
+    assert info.value.name == "psycopg"
+
+
+def test_connection_options_given_in_the_conninfo_are_kept(postgres_url: str, schema: str):
+    with PostgresStore(f"{postgres_url}?connect_timeout=3&application_name=nightly", schema=schema) as store:
+        with store.connection() as conn:
+            (name,) = conn.execute("SELECT current_setting('application_name')").fetchone()
+        assert name == "nightly"
+        assert store.location == f"{postgres_url}#{schema}"
+
+
+def test_a_role_that_may_not_create_the_schema_gets_a_store_error(postgres_url: str, schema: str):
+    role = f"reader_{schema}"
+    run_sql(postgres_url, "CREATE ROLE {} LOGIN", role)
+    try:
+        url = postgres_url.replace("://postgres@", f"://{role}@")
+        with pytest.raises(StoreError) as info:
+            PostgresStore(url, schema=schema)
+        assert info.value.problem.startswith("cannot open the store's schema: permission denied for database")
+        assert not schema_exists(postgres_url, schema)
+    finally:
+        run_sql(postgres_url, "DROP ROLE {}", role)
+
+
+def test_closing_the_store_wakes_a_thread_waiting_for_a_connection(postgres_url: str, schema: str):
+    store = open_store(postgres_url, schema, max_connections=1, timeout=30)
+    outcome: list[object] = []
+    with store.connection():
+        waiting = threading.Thread(target=lambda: outcome.append(_raised(lambda: store.run_info("k"))))
+        waiting.start()
+        time.sleep(0.2)  # it waits in the pool
+        closing = threading.Thread(target=store.close)
+        closing.start()
+        waiting.join(20)
+    closing.join(20)
+    assert isinstance(outcome[0], StoreError)
+    assert outcome[0].problem == "the store is closed"
+
+
+def test_tables_dropped_underneath_are_a_store_error_naming_the_call(postgres_url: str, schema: str):
+    with open_store(postgres_url, schema) as store:
+        flow = Coordinator(
+            [Step("drop", lambda: run_sql(postgres_url, "DROP TABLE {}.events", schema) and None)], store=store
+        )
+        with pytest.raises(StoreError) as info:
+            flow.run(None, key="k")
+        assert info.value.problem.startswith("cannot record job of step 'drop': relation")
+        assert "events" in info.value.problem
+        with pytest.raises(StoreError, match="cannot read: relation"):
+            store.events("k")
+
+
+def test_a_store_closed_by_a_callback_fails_the_next_record(postgres_url: str, schema: str):
+    store = open_store(postgres_url, schema)
+    flow = Coordinator([Step("close", store.close)], store=store)
+    with pytest.raises(StoreError, match="the store is closed"):
+        flow.run(None, key="k")
+
+
+def test_an_input_the_codec_cant_read_is_a_store_error(postgres_url: str, schema: str):
+    with open_store(postgres_url, schema) as store:
+        Coordinator([Step("a", lambda x: x)], store=store, key=str).run(5)
+        run_sql(postgres_url, "UPDATE {}.runs SET input = 'not json{{'", schema)
+        with pytest.raises(StoreError, match="cannot restore the input of key '5'"):
+            store.stored_input("5")
+
+
+def test_a_key_created_by_another_process_during_begin_is_read_again(
+    postgres_url: str, schema: str, monkeypatch: pytest.MonkeyPatch
+):
+    """Between `begin` finding no row and inserting one, another holder inserted it: begin reads its row instead."""
+    with open_store(postgres_url, schema) as store:
+        real = pg.begin_row
+        calls: list[object] = []
+
+        def racing(row: pg.Row | None, **options: Any) -> Any:
+            if row is None and not calls:
+                _lease(postgres_url, schema, "k", "elsewhere:1:abcd", 600)  # the other process, just now
+            calls.append(row)
+            return real(row, **options)
+
+        monkeypatch.setattr(pg, "begin_row", racing)
+        begun = store.begin("k", "null", fresh=True, restore=lambda row, events: [])
+    assert begun == "elsewhere:1:abcd"
+    assert calls[0] is None
+    assert isinstance(calls[1], pg.Row)
