@@ -289,9 +289,9 @@ def main() -> int:
             f"  run_many {workers:>2} workers  {ours:8.0f}   ratio to the loop {ours / loop:5.2f}"
             f"   raw floor {raw:8.0f} ({ours / raw:.2f} of it)"
         )
-    rates = ", ".join(f"{share:g}x at {workers}" for workers, share in TARGET_RATE.items())
+    shares = ", ".join(f"{share:g}x at {workers}" for workers, share in TARGET_RATE.items())
     print(
-        f"target: marginal step ratio <= {TARGET_STEP}, run_many's events/s >= the loop's ({rates})"
+        f"target: marginal step ratio <= {TARGET_STEP}, run_many's events/s >= the loop's ({shares})"
         f" ({'MISSED' if missed else 'met'})"
     )
     return 1 if args.strict and missed else 0

@@ -700,3 +700,94 @@ def test_a_key_created_by_another_process_during_begin_is_read_again(
     assert begun == "elsewhere:1:abcd"
     assert calls[0] is None
     assert isinstance(calls[1], pg.Row)
+
+
+# -- group commit ----------------------------------------------------------------------------------------
+
+
+def test_writes_arriving_during_a_commit_are_committed_together(
+    postgres_url: str, schema: str, monkeypatch: pytest.MonkeyPatch
+):
+    """While one batch commits, the runs' next writes wait; the next batch takes them all, in one transaction."""
+    with open_store(postgres_url, schema) as store:
+        committer = store._commits
+        batches: list[int] = []
+        first_inside, release_first = threading.Event(), threading.Event()
+        real = pg._GroupCommit._commit
+
+        def commit(self: Any, batch: list[Any]) -> None:
+            batches.append(len(batch))
+            if len(batches) == 1:
+                first_inside.set()
+                release_first.wait(30)
+            real(self, batch)
+
+        begun = [store.begin(f"k{n}", "null", fresh=False) for n in range(6)]
+        sessions = [b.recorder for b in begun if not isinstance(b, str)]
+        monkeypatch.setattr(pg._GroupCommit, "_commit", commit)
+        ids: dict[int, int] = {}
+
+        def record(n: int) -> None:
+            ids[n] = sessions[n].record(pg.NewEvent("a", "job", "ok", str(n), None, None, 1, 0.1))  # type: ignore[union-attr]
+
+        first = threading.Thread(target=record, args=(0,))
+        first.start()
+        assert first_inside.wait(30)
+        others = [threading.Thread(target=record, args=(n,)) for n in range(1, 6)]
+        for thread in others:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while len(committer._waiting) < 5 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        release_first.set()
+        for thread in [first, *others]:
+            thread.join(30)
+
+        assert batches == [1, 5]
+        assert sorted(ids) == list(range(6))
+        assert len(set(ids.values())) == 6
+        for n in range(6):
+            assert [(e.id, store.decode(e.output or "")) for e in store.events(f"k{n}")] == [(ids[n], n)]
+
+
+def test_a_statement_that_fails_in_a_batch_fails_only_its_own_write(
+    postgres_url: str, schema: str, monkeypatch: pytest.MonkeyPatch
+):
+    """A batch is tried again a statement at a time after one statement failed: the others are committed."""
+    with open_store(postgres_url, schema) as store:
+        sessions = [store.begin(f"k{n}", "null", fresh=False).recorder for n in range(3)]  # type: ignore[union-attr]
+        batch = [
+            pg._Write(store._sql.record_ok, ("k0", 1, 1, "a", "job", "ok", "0", 1, 0.1)),
+            pg._Write(store._sql.record_ok, ("k1", 1, 1, "a\x00b", "job", "ok", "1", 1, 0.1)),  # NUL: refused
+            pg._Write(store._sql.record_ok, ("k2", 1, 1, "a", "job", "ok", "2", 1, 0.1)),
+        ]
+        store._commits._commit(batch)
+        assert [write.committed for write in batch] == [True, False, True]
+        assert isinstance(batch[1].error, psycopg.DataError)
+        assert [len(store.events(f"k{n}")) for n in range(3)] == [1, 0, 1]
+        assert all(session is not None for session in sessions)
+
+
+def test_a_nul_in_an_error_message_is_stored_as_an_escape(postgres_url: str, schema: str):
+    """PostgreSQL's text can't hold NUL: a traceback's and an error message's NUL are stored as the text \\x00."""
+
+    def fails() -> None:
+        raise ValueError("bad\x00byte")
+
+    with open_store(postgres_url, schema) as store:
+        result = Coordinator([Step("a", fails)], store=store).run(None, key="k")
+        info = store.run_info("k")
+        (event,) = store.events("k")
+    assert not result.ok
+    assert info is not None
+    assert info.error == "job of step 'a' failed: ValueError: bad\\x00byte"
+    assert event.traceback is not None
+    assert "ValueError: bad\\x00byte" in event.traceback
+    assert str(store.decode_error(event.error or "")) == "bad\x00byte"  # the error itself, encoded, keeps it
+
+
+def test_a_key_postgres_cant_hold_is_a_store_error_naming_it(postgres_url: str, schema: str):
+    with open_store(postgres_url, schema) as store:
+        with pytest.raises(StoreError, match=r"cannot begin key 'a\\x00b': .*NUL") as info:
+            store.begin("a\x00b", "null", fresh=False)
+        assert info.value.path == store.location

@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 import re
+import threading
 import time
 import weakref
 from collections.abc import Iterator, Sequence
@@ -281,6 +282,7 @@ class PostgresStore:
             num_workers=2,
         )
         self._pool.open(wait=False)
+        self._commits = _GroupCommit(self)
         # The pool is closed by `close()`, or when the store is garbage collected.
         self._finalizer = weakref.finalize(self, _close_pool, self._pool)
 
@@ -331,10 +333,7 @@ class PostgresStore:
             with conn.transaction():
                 # Opening processes take turns: one creates or migrates, the others then find it done.
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_id(self.schema),))
-                version = self._version(conn)
-                if version == 0 and not create:
-                    problem = f"no choreograph store in schema {self.schema!r} (create=False); nothing was created"
-                    raise StoreError(self._location, problem)
+                version = self._version(conn, create=create)
                 while version < SCHEMA_VERSION:
                     self._migrate(conn, version)
                     version += 1
@@ -345,8 +344,13 @@ class PostgresStore:
         finally:
             conn.close()
 
-    def _version(self, conn: Any) -> int:
-        """The schema's version (0 when it has no tables yet); `StoreError` if it isn't choreograph's, or is newer."""
+    def _version(self, conn: Any, *, create: bool) -> int:
+        """
+        The schema's version (0 when it has no tables yet).
+
+        Raises:
+            StoreError: The schema isn't choreograph's, or is newer, or is missing and not to be created.
+        """
         tables = [
             name
             for (name,) in conn.execute(
@@ -356,6 +360,9 @@ class PostgresStore:
             )
         ]
         if not tables:
+            if not create:
+                problem = f"no choreograph store in schema {self.schema!r} (create=False); nothing was created"
+                raise StoreError(self._location, problem)
             return 0
         found = None
         if "store_version" in tables:
@@ -472,14 +479,11 @@ class PostgresStore:
         Returns:
             The holder, while another live process runs the key; else what the run starts from.
         """
-        sql = self._sql
+        if restore is None:  # a new key (the common case): one statement
+            created, _ = self._commits.run(self._sql.insert_new, (key, input, self.owner, self.lease), "begin", key)
+            if created:  # Begun("running", 1, 1, recorder=...), without its generated __new__
+                return _new_begun(Begun, ("running", 1, 1, 0, None, (), None, PostgresSession(self, key, 1, 1), None))
         with self.connection(f"begin key {key!r}") as conn:
-            if restore is None:  # a new key (the common case): one statement
-                created = conn.execute(sql.insert_new, (key, input, self.owner, self.lease)).rowcount
-                if created:  # Begun("running", 1, 1, recorder=...), without its generated __new__
-                    return _new_begun(
-                        Begun, ("running", 1, 1, 0, None, (), None, PostgresSession(self, key, 1, 1), None)
-                    )
             while True:
                 try:
                     with conn.transaction():
@@ -886,6 +890,131 @@ class _Statements:
         return template.replace("{s}", self.schema)
 
 
+class _Write:
+    """One statement waiting in a `_GroupCommit`: what it is, and, once committed, its outcome."""
+
+    __slots__ = ("committed", "done", "error", "lead", "params", "row", "rowcount", "sql")
+
+    def __init__(self, sql: str, params: tuple[object, ...]) -> None:
+        self.sql, self.params = sql, params
+        self.done = threading.Event()
+        self.lead = False  # set by the leader that hands over: this write's thread leads the next batch
+        self.rowcount = 0
+        self.row: tuple[Any, ...] | None = None
+        self.committed = False
+        self.error: BaseException | None = None
+
+    def ran(self, cursor: Any) -> None:
+        """Keep what the statement gave: its row count and its first row."""
+        self.rowcount, self.row = cursor.rowcount, cursor.fetchone() if cursor.description else None
+        self.committed = True
+
+
+class _GroupCommit:
+    """
+    The store's writes of runs, committed together when several threads write at once (group commit).
+
+    A thread that writes while no batch is being committed commits its
+    statement alone, as one autocommit statement. Statements that arrive
+    while a batch is being committed wait, and the next batch takes all of
+    them: one transaction, sent in one round trip (pipeline mode), one
+    commit. Each write returns only once its batch committed, so an event is
+    still committed before its run's next callback starts; a batch that fails
+    on a statement (not on the connection) is committed again one statement
+    at a time, so that one run's bad statement fails that run only.
+    """
+
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+        self._lock = threading.Lock()
+        self._waiting: list[_Write] = []
+        self._busy = False  # a batch is being committed
+
+    def run(self, sql: str, params: tuple[object, ...], doing: str, key: str | None = None) -> tuple[int, Any]:
+        """Commit *sql* with *params*; return its row count and first row (None without one)."""
+        store = self._store
+        if store._closed:  # noqa: SLF001 - the store's own part
+            raise StoreError(store.location, "the store is closed")
+        write = _Write(sql, params)
+        with self._lock:
+            self._waiting.append(write)
+            lead = not self._busy
+            self._busy = True
+        if not lead:
+            try:
+                write.done.wait()
+            except BaseException:
+                self._abandon(write)  # interrupted (Ctrl-C): this write is not committed, and leads nothing
+                raise
+            lead = write.lead
+        if lead:
+            self._lead()
+        if write.error is not None:
+            if key is not None:
+                doing = f"{doing} key {key!r}"
+            raise store._error(doing, write.error) from write.error  # noqa: SLF001
+        return write.rowcount, write.row
+
+    def _abandon(self, write: _Write) -> None:
+        """Take a write that is still waiting out of the queue; hand the lead on if it was given it."""
+        with self._lock:
+            if write not in self._waiting:
+                return  # a batch being committed holds it
+            self._waiting.remove(write)
+            if write.lead:
+                self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Under the lock: the first waiting write leads the next batch; with none, no batch is going on."""
+        if self._waiting:
+            following = self._waiting[0]
+            following.lead = True
+            following.done.set()
+        else:
+            self._busy = False
+
+    def _lead(self) -> None:
+        """Commit what waits, then hand over to the first write that arrived meanwhile (or stand down)."""
+        with self._lock:
+            batch, self._waiting = self._waiting, []
+        try:
+            self._commit(batch)
+        finally:
+            for write in batch:
+                write.done.set()
+            with self._lock:
+                self._hand_over()
+
+    def _commit(self, batch: list[_Write]) -> None:
+        psycopg, _ = _modules()
+        try:
+            with self._store._pool.connection() as conn:  # noqa: SLF001
+                if len(batch) == 1:
+                    self._one(conn, batch[0])
+                    return
+                try:
+                    with conn.pipeline(), conn.transaction():
+                        cursors = [conn.execute(write.sql, write.params) for write in batch]
+                    for write, cursor in zip(batch, cursors, strict=True):
+                        write.ran(cursor)
+                except psycopg.OperationalError:
+                    raise  # the connection broke: whether it committed can't be told, so nothing is tried again
+                except psycopg.Error:  # a statement failed, and the transaction with it: nothing was committed
+                    for write in batch:
+                        try:
+                            self._one(conn, write)
+                        except psycopg.Error as exc:
+                            write.error = exc
+        except Exception as exc:  # noqa: BLE001 - handed to each waiting write, which raises it as a StoreError
+            for write in batch:
+                if not write.committed and write.error is None:
+                    write.error = exc
+
+    @staticmethod
+    def _one(conn: Any, write: _Write) -> None:
+        write.ran(conn.execute(write.sql, write.params))
+
+
 class PostgresSession:
     """
     Records one run of one key (a `StoreSession`): each call takes a pooled connection for its one statement.
@@ -903,6 +1032,8 @@ class PostgresSession:
     def record(self, event: NewEvent) -> int:
         """Commit one callback's outcome (one statement), renewing the lease when due; return its id."""
         step, phase, outcome, output, error, error_type, attempts, seconds, traceback = event
+        if traceback is not None and "\x00" in traceback:  # PostgreSQL's text can't hold NUL: shown as \x00
+            traceback = traceback.replace("\x00", "\\x00")
         fields = (self.key, self.generation, self.session, step, phase, outcome, output, error, error_type)
         return self._insert(step, phase, (*fields, attempts, seconds, traceback), self._sql.record)
 
@@ -914,50 +1045,39 @@ class PostgresSession:
             fields = (self.key, self.generation, self.session, step, phase, outcome, output, None, None)
             return self._insert(step, phase, (*fields, attempts, seconds, None), self._sql.record)
         params = (self.key, self.generation, self.session, step, phase, outcome, output, attempts, seconds)
-        store = self.store
-        if store._closed:  # noqa: SLF001 - the store's own session
-            raise StoreError(store.location, "the store is closed")
-        pool = store._pool  # noqa: SLF001
-        try:
-            conn = pool.getconn()
-            try:
-                row = conn.execute(self._sql.record_ok, params).fetchone()
-            finally:
-                pool.putconn(conn)
-        except store._errors as exc:  # noqa: SLF001
-            raise store._error(f"record {phase} of step {step!r}", exc) from exc  # noqa: SLF001
-        number: int = row[0]
+        _, row = self.store._commits.run(self._sql.record_ok, params, f"record {phase} of step {step!r}")  # noqa: SLF001
+        number: int = row[0]  # an INSERT ... RETURNING gives its row
         return number
 
     def _insert(self, step: str, phase: Phase, params: tuple[object, ...], sql: str) -> int:
         store = self.store
-        renewing = time.time() >= self._renew_at
-        with store.connection(f"record {phase} of step {step!r}") as conn:
-            if renewing:
-                row = conn.execute(self._sql.record_renewing, (store.lease, self.key, store.owner, *params)).fetchone()
-                if row is None:
-                    raise StoreError(store.location, f"lost the lease of key {self.key!r} to another process")
-                self._renew_at = time.time() + store.lease / 3
-            else:
-                row = conn.execute(sql, params).fetchone()
-        number: int = row[0]
+        doing = f"record {phase} of step {step!r}"
+        if time.time() >= self._renew_at:
+            renewing = (store.lease, self.key, store.owner, *params)
+            _, row = store._commits.run(self._sql.record_renewing, renewing, doing)  # noqa: SLF001
+            if row is None:
+                raise StoreError(store.location, f"lost the lease of key {self.key!r} to another process")
+            self._renew_at = time.time() + store.lease / 3
+        else:
+            _, row = store._commits.run(sql, params, doing)  # noqa: SLF001
+        number: int = row[0]  # an INSERT ... RETURNING gives its row
         return number
 
     def rolling_back(self, fatal: str) -> None:
         """Mark the run as rolling back, before the first compensation starts."""
         store = self.store
-        with store.connection(f"record the rollback of key {self.key!r}") as conn:
-            conn.execute(self._sql.rolling_back, (fatal, self.key, store.owner))
+        doing = f"record the rollback of key {self.key!r}"
+        store._commits.run(self._sql.rolling_back, (fatal, self.key, store.owner), doing)  # noqa: SLF001
 
     def finish(self, ending: Ending) -> None:
         """Record how the run ended, and release the key."""
         status, fatal, failed_step, error_type, message, ids = ending
         result = None if ids is None else str(list(ids))  # a list of ints prints as its JSON
+        if message is not None and "\x00" in message:  # PostgreSQL's text can't hold NUL: shown as \x00
+            message = message.replace("\x00", "\\x00")
         store = self.store
-        with store.connection(f"finish key {self.key!r}") as conn:
-            conn.execute(
-                self._sql.finish, (status, fatal, failed_step, error_type, message, result, self.key, store.owner)
-            )
+        params = (status, fatal, failed_step, error_type, message, result, self.key, store.owner)
+        store._commits.run(self._sql.finish, params, f"finish key {self.key!r}")  # noqa: SLF001
 
     def set_trace_context(self, context: str) -> None:
         """Store the generation's trace context, unless it has one (not a change of the run: ``updated`` stays)."""
