@@ -638,6 +638,23 @@ def test_a_role_that_may_not_create_the_schema_gets_a_store_error(postgres_url: 
         run_sql(postgres_url, "DROP ROLE {}", role)
 
 
+def test_a_role_granted_an_empty_schema_fills_it(postgres_url: str, schema: str):
+    """A schema an administrator made and granted: a role without CREATE on the database opens the store in it."""
+    role = f"app_{schema}"
+    run_sql(postgres_url, "CREATE ROLE {} LOGIN", role)
+    try:
+        with server(postgres_url) as conn:
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+            conn.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA {} TO {}").format(*map(sql.Identifier, (schema, role))))
+        with PostgresStore(postgres_url.replace("://postgres@", f"://{role}@"), schema=schema) as store:
+            assert Coordinator([Step("a", lambda: "A")], store=store).run(None, key="k").ok
+            store.verify()
+        assert tables_of(postgres_url, schema) == ["events", "runs", "store_version"]
+    finally:
+        run_sql(postgres_url, "DROP SCHEMA IF EXISTS {} CASCADE", schema)
+        run_sql(postgres_url, "DROP ROLE {}", role)
+
+
 def test_closing_the_store_wakes_a_thread_waiting_for_a_connection(postgres_url: str, schema: str):
     store = open_store(postgres_url, schema, max_connections=1, timeout=30)
     outcome: list[object] = []

@@ -11,7 +11,9 @@ Every statement goes through a pooled connection (``psycopg_pool``) in
 autocommit mode: an event is one ``INSERT``, committed when `record` returns.
 A new key's lease is one ``INSERT ... ON CONFLICT DO NOTHING``; any other
 `begin` reads the key's row ``FOR UPDATE``, so that two processes can't both
-take it. Leases are timed on the server's clock, so machines whose clocks
+take it. The writes of runs (new leases, events, finishes) that threads make
+while another batch of them is being committed are committed together, in the
+next batch: one transaction, sent in one round trip (`_GroupCommit`). Leases are timed on the server's clock, so machines whose clocks
 disagree still agree on when a lease expires; so are the times the store
 records (``created``, ``updated``, `Event.at`).
 
@@ -392,8 +394,9 @@ class PostgresStore:
 
     def _migrate(self, conn: Any, version: int) -> None:
         """Bring the schema from *version* to the next, in the opening transaction."""
-        if version == 0:
-            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self._sql.schema}")
+        missing = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)).fetchone() is None
+        if version == 0 and missing:  # an empty schema made beforehand needs no CREATE on the database
+            conn.execute(f"CREATE SCHEMA {self._sql.schema}")
         for statement in filter(str.strip, MIGRATIONS[version].split(";")):
             conn.execute(self._sql.format(statement))
         conn.execute(
