@@ -13,12 +13,21 @@ A new key's lease is one ``INSERT ... ON CONFLICT DO NOTHING``; any other
 `begin` reads the key's row ``FOR UPDATE``, so that two processes can't both
 take it. The writes of runs (new leases, events, finishes) that threads make
 while another batch of them is being committed are committed together, in the
-next batch: one transaction, sent in one round trip (`_GroupCommit`). Leases are timed on the server's clock, so machines whose clocks
-disagree still agree on when a lease expires; so are the times the store
-records (``created``, ``updated``, `Event.at`).
+next batch: one transaction, sent in one round trip (`_GroupCommit`).
+
+Leases are timed on the server's clock, so machines whose clocks disagree
+still agree on when a lease expires; so are the times the store records
+(``created``, ``updated``, `Event.at`).
 
 psycopg is imported when the first store is made: ``choreograph`` itself
 does not need it (extra ``choreograph[postgres]``).
+
+Extending the store (a queue's tables, say): a new table comes with a
+migration (the next entry of `MIGRATIONS`, and `SCHEMA_VERSION` raised;
+`verify` then expects it); its statements go in `_Statements`, over ``{s}``;
+a single write that must be committed before returning goes through
+``store._commits.run``, and a transaction (``SELECT ... FOR UPDATE SKIP
+LOCKED``, say) through ``with store.connection() as conn, conn.transaction()``.
 """
 
 # Every statement is built from constants and the schema's quoted name, once; values are always bound.
