@@ -43,7 +43,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 from typing import Any, Final, Self
 
@@ -293,7 +293,7 @@ class PostgresStore:
             num_workers=2,
         )
         self._pool.open(wait=False)
-        self._commits = _GroupCommit(self)
+        self._commits = _GroupCommit(self._pool, self._error, lambda: self._closed, self._location)
         # The pool is closed by `close()`, or when the store is garbage collected.
         self._finalizer = weakref.finalize(self, _close_pool, self._pool)
 
@@ -936,17 +936,18 @@ class _GroupCommit:
     at a time, so that one run's bad statement fails that run only.
     """
 
-    def __init__(self, store: PostgresStore) -> None:
-        self._store = store
+    def __init__(
+        self, pool: Any, error: Callable[[str, BaseException], StoreError], closed: Callable[[], bool], location: str
+    ) -> None:
+        self._pool, self._error, self._closed, self._location = pool, error, closed, location
         self._lock = threading.Lock()
         self._waiting: list[_Write] = []
         self._busy = False  # a batch is being committed
 
     def run(self, sql: str, params: tuple[object, ...], doing: str, key: str | None = None) -> tuple[int, Any]:
         """Commit *sql* with *params*; return its row count and first row (None without one)."""
-        store = self._store
-        if store._closed:  # noqa: SLF001 - the store's own part
-            raise StoreError(store.location, "the store is closed")
+        if self._closed():
+            raise StoreError(self._location, "the store is closed")
         write = _Write(sql, params)
         with self._lock:
             self._waiting.append(write)
@@ -964,7 +965,7 @@ class _GroupCommit:
         if write.error is not None:
             if key is not None:
                 doing = f"{doing} key {key!r}"
-            raise store._error(doing, write.error) from write.error  # noqa: SLF001
+            raise self._error(doing, write.error) from write.error
         return write.rowcount, write.row
 
     def _abandon(self, write: _Write) -> None:
@@ -1000,7 +1001,7 @@ class _GroupCommit:
     def _commit(self, batch: list[_Write]) -> None:
         psycopg, _ = _modules()
         try:
-            with self._store._pool.connection() as conn:  # noqa: SLF001
+            with self._pool.connection() as conn:
                 if len(batch) == 1:
                     self._one(conn, batch[0])
                     return
@@ -1034,10 +1035,11 @@ class PostgresSession:
     .. versionadded:: 0.5.0
     """
 
-    __slots__ = ("_renew_at", "_sql", "generation", "key", "session", "store")
+    __slots__ = ("_commit", "_renew_at", "_sql", "generation", "key", "session", "store")
 
     def __init__(self, store: PostgresStore, key: str, generation: int, session: int) -> None:
-        self.store, self._sql = store, store._sql  # noqa: SLF001 - the store's own session
+        self._sql, self._commit = store._sql, store._commits.run  # noqa: SLF001 - the store's own session
+        self.store = store
         self.key, self.generation, self.session = key, generation, session
         self._renew_at = time.time() + store.lease / 3
 
@@ -1057,7 +1059,7 @@ class PostgresSession:
             fields = (self.key, self.generation, self.session, step, phase, outcome, output, None, None)
             return self._insert(step, phase, (*fields, attempts, seconds, None), self._sql.record)
         params = (self.key, self.generation, self.session, step, phase, outcome, output, attempts, seconds)
-        _, row = self.store._commits.run(self._sql.record_ok, params, f"record {phase} of step {step!r}")  # noqa: SLF001
+        _, row = self._commit(self._sql.record_ok, params, f"record {phase} of step {step!r}")
         number: int = row[0]  # an INSERT ... RETURNING gives its row
         return number
 
@@ -1066,12 +1068,12 @@ class PostgresSession:
         doing = f"record {phase} of step {step!r}"
         if time.time() >= self._renew_at:
             renewing = (store.lease, self.key, store.owner, *params)
-            _, row = store._commits.run(self._sql.record_renewing, renewing, doing)  # noqa: SLF001
+            _, row = self._commit(self._sql.record_renewing, renewing, doing)
             if row is None:
                 raise StoreError(store.location, f"lost the lease of key {self.key!r} to another process")
             self._renew_at = time.time() + store.lease / 3
         else:
-            _, row = store._commits.run(sql, params, doing)  # noqa: SLF001
+            _, row = self._commit(sql, params, doing)
         number: int = row[0]  # an INSERT ... RETURNING gives its row
         return number
 
@@ -1079,7 +1081,7 @@ class PostgresSession:
         """Mark the run as rolling back, before the first compensation starts."""
         store = self.store
         doing = f"record the rollback of key {self.key!r}"
-        store._commits.run(self._sql.rolling_back, (fatal, self.key, store.owner), doing)  # noqa: SLF001
+        self._commit(self._sql.rolling_back, (fatal, self.key, store.owner), doing)
 
     def finish(self, ending: Ending) -> None:
         """Record how the run ended, and release the key."""
@@ -1089,7 +1091,7 @@ class PostgresSession:
             message = message.replace("\x00", "\\x00")
         store = self.store
         params = (status, fatal, failed_step, error_type, message, result, self.key, store.owner)
-        store._commits.run(self._sql.finish, params, f"finish key {self.key!r}")  # noqa: SLF001
+        self._commit(self._sql.finish, params, f"finish key {self.key!r}")
 
     def set_trace_context(self, context: str) -> None:
         """Store the generation's trace context, unless it has one (not a change of the run: ``updated`` stays)."""
