@@ -48,6 +48,11 @@ STORES = ["sqlite", "memory", "postgres"]
 POSTGRES_URL = os.environ.get("CHOREOGRAPH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
+#: The suite's stores don't wait for the server's disk at each commit (``synchronous_commit=off``): what they
+#: commit is seen by every session at once, as usual, and only a crash of the server itself could lose it.
+_NO_FSYNC_WAIT = ("&" if "?" in POSTGRES_URL else "?") + "options=-csynchronous_commit%3Doff"
+
+
 @functools.cache
 def _postgres_missing() -> str | None:
     """Why no test can run on PostgreSQL here (psycopg missing, no server answering), or None."""
@@ -118,7 +123,7 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
             made = SqliteStore(tmp_path / f"runs{len(opened)}.db", **options)
         elif request.param == "postgres":
             schemas.append(f"{base}_{len(schemas)}")
-            made = PostgresStore(url, schema=schemas[-1], **options)
+            made = PostgresStore(url + _NO_FSYNC_WAIT, schema=schemas[-1], **options)
         else:
             made = MemoryStore(**options)
         opened.append(made)
