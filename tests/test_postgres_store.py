@@ -330,6 +330,7 @@ def test_many_threads_share_a_few_connections(postgres_url: str, schema: str):
         results = list(flow.run_many(range(200), workers=32))
         assert sorted(r.data_bag.get_job_data("b") for r in results) == [x * 2 for x in range(200)]
         assert store.counts()["ok"] == 200
+        assert {(info.sessions, info.interruptions) for info in store.runs()} == {(1, 0)}  # each begun once
         with store.connection() as conn:
             (others,) = conn.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'choreograph'"
@@ -774,9 +775,9 @@ def test_a_statement_that_fails_in_a_batch_fails_only_its_own_write(
     with open_store(postgres_url, schema) as store:
         sessions = [store.begin(f"k{n}", "null", fresh=False).recorder for n in range(3)]  # type: ignore[union-attr]
         batch = [
-            pg._Write(store._sql.record_ok, ("k0", 1, 1, "a", "job", "ok", "0", 1, 0.1)),
-            pg._Write(store._sql.record_ok, ("k1", 1, 1, "a\x00b", "job", "ok", "1", 1, 0.1)),  # NUL: refused
-            pg._Write(store._sql.record_ok, ("k2", 1, 1, "a", "job", "ok", "2", 1, 0.1)),
+            pg._Write("k0", store._sql.record_ok, ("k0", 1, 1, "a", "job", "ok", "0", 1, 0.1)),
+            pg._Write("k1", store._sql.record_ok, ("k1", 1, 1, "a\x00b", "job", "ok", "1", 1, 0.1)),  # NUL: refused
+            pg._Write("k2", store._sql.record_ok, ("k2", 1, 1, "a", "job", "ok", "2", 1, 0.1)),
         ]
         store._commits._commit(batch)
         assert [write.committed for write in batch] == [True, False, True]
@@ -808,3 +809,30 @@ def test_a_key_postgres_cant_hold_is_a_store_error_naming_it(postgres_url: str, 
         with pytest.raises(StoreError, match=r"cannot begin key 'a\\x00b': .*NUL") as info:
             store.begin("a\x00b", "null", fresh=False)
         assert info.value.path == store.location
+
+
+def test_a_batch_the_server_rolls_back_in_a_deadlock_is_committed_again_a_write_at_a_time(
+    postgres_url: str, schema: str
+):
+    """Another transaction takes k2 and then waits for k1, which the batch holds: the server breaks the deadlock."""
+    with open_store(postgres_url, schema) as store:
+        batch = [pg._Write(key, store._sql.insert_new, (key, "null", store.owner, 60.0)) for key in ("k1", "k2")]
+        with server(postgres_url) as other:
+            other.execute("BEGIN")
+            insert = sql.SQL(
+                "INSERT INTO {}.runs (key, status, generation, sessions, owner, lease_until, created, updated)"
+                " VALUES (%s, 'running', 1, 1, 'elsewhere:1:abcd', 1e12, 0, 0)"
+            ).format(sql.Identifier(schema))
+            other.execute(insert, ("k2",))
+            committing = threading.Thread(target=store._commits._commit, args=(batch,))
+            committing.start()  # inserts k1, then waits for k2
+            time.sleep(0.3)
+            # It waits for the batch's k1: a deadlock, which the server breaks. When it rolls the batch back,
+            # this insert goes on, and fails if the batch's k1, committed again on its own, came first.
+            with contextlib.suppress(psycopg.errors.DeadlockDetected, psycopg.errors.UniqueViolation):
+                other.execute(insert, ("k1",))
+            time.sleep(0.3)
+            other.execute("ROLLBACK")
+            committing.join(30)
+        assert [(write.committed, write.error, write.rowcount) for write in batch] == [(True, None, 1), (True, None, 1)]
+        assert sorted(info.key for info in store.runs()) == ["k1", "k2"]

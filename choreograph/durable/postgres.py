@@ -492,7 +492,8 @@ class PostgresStore:
             The holder, while another live process runs the key; else what the run starts from.
         """
         if restore is None:  # a new key (the common case): one statement
-            created, _ = self._commits.run(self._sql.insert_new, (key, input, self.owner, self.lease), "begin", key)
+            params = (key, input, self.owner, self.lease)
+            created, _ = self._commits.run(key, self._sql.insert_new, params, f"begin key {key!r}")
             if created:  # Begun("running", 1, 1, recorder=...), without its generated __new__
                 return _new_begun(Begun, ("running", 1, 1, 0, None, (), None, PostgresSession(self, key, 1, 1), None))
         with self.connection(f"begin key {key!r}") as conn:
@@ -905,10 +906,10 @@ class _Statements:
 class _Write:
     """One statement waiting in a `_GroupCommit`: what it is, and, once committed, its outcome."""
 
-    __slots__ = ("committed", "done", "error", "lead", "params", "row", "rowcount", "sql")
+    __slots__ = ("committed", "done", "error", "key", "lead", "params", "row", "rowcount", "sql")
 
-    def __init__(self, sql: str, params: tuple[object, ...]) -> None:
-        self.sql, self.params = sql, params
+    def __init__(self, key: str, sql: str, params: tuple[object, ...]) -> None:
+        self.key, self.sql, self.params = key, sql, params
         self.done = threading.Event()
         self.lead = False  # set by the leader that hands over: this write's thread leads the next batch
         self.rowcount = 0
@@ -944,11 +945,11 @@ class _GroupCommit:
         self._waiting: list[_Write] = []
         self._busy = False  # a batch is being committed
 
-    def run(self, sql: str, params: tuple[object, ...], doing: str, key: str | None = None) -> tuple[int, Any]:
-        """Commit *sql* with *params*; return its row count and first row (None without one)."""
+    def run(self, key: str, sql: str, params: tuple[object, ...], doing: str) -> tuple[int, Any]:
+        """Commit *sql* with *params*, a write of *key*'s run; return its row count and first row (None without one)."""
         if self._closed():
             raise StoreError(self._location, "the store is closed")
-        write = _Write(sql, params)
+        write = _Write(key, sql, params)
         with self._lock:
             self._waiting.append(write)
             lead = not self._busy
@@ -963,8 +964,6 @@ class _GroupCommit:
         if lead:
             self._lead()
         if write.error is not None:
-            if key is not None:
-                doing = f"{doing} key {key!r}"
             raise self._error(doing, write.error) from write.error
         return write.rowcount, write.row
 
@@ -1005,23 +1004,34 @@ class _GroupCommit:
                 if len(batch) == 1:
                     self._one(conn, batch[0])
                     return
+                # In the order of their keys: every batch takes its rows' locks in one order, so two
+                # processes' batches can't deadlock each other.
+                ordered = sorted(batch, key=lambda write: write.key)
                 try:
                     with conn.pipeline(), conn.transaction():
-                        cursors = [conn.execute(write.sql, write.params) for write in batch]
-                    for write, cursor in zip(batch, cursors, strict=True):
+                        cursors = [conn.execute(write.sql, write.params) for write in ordered]
+                    for write, cursor in zip(ordered, cursors, strict=True):
                         write.ran(cursor)
-                except psycopg.OperationalError:
-                    raise  # the connection broke: whether it committed can't be told, so nothing is tried again
+                except psycopg.OperationalError as exc:
+                    if not (exc.sqlstate or "").startswith("40"):
+                        raise  # the connection broke: whether it committed can't be told, so nothing is tried again
+                    self._one_by_one(conn, batch)  # the server rolled it back (class 40: a deadlock with a prune, say)
                 except psycopg.Error:  # a statement failed, and the transaction with it: nothing was committed
-                    for write in batch:
-                        try:
-                            self._one(conn, write)
-                        except psycopg.Error as exc:
-                            write.error = exc
+                    self._one_by_one(conn, batch)
         except Exception as exc:  # noqa: BLE001 - handed to each waiting write, which raises it as a StoreError
             for write in batch:
                 if not write.committed and write.error is None:
                     write.error = exc
+
+    @classmethod
+    def _one_by_one(cls, conn: Any, batch: list[_Write]) -> None:
+        """Commit each write of a batch that was rolled back on its own, so that a failure fails its write only."""
+        psycopg, _ = _modules()
+        for write in batch:
+            try:
+                cls._one(conn, write)
+            except psycopg.Error as exc:
+                write.error = exc
 
     @staticmethod
     def _one(conn: Any, write: _Write) -> None:
@@ -1059,7 +1069,7 @@ class PostgresSession:
             fields = (self.key, self.generation, self.session, step, phase, outcome, output, None, None)
             return self._insert(step, phase, (*fields, attempts, seconds, None), self._sql.record)
         params = (self.key, self.generation, self.session, step, phase, outcome, output, attempts, seconds)
-        _, row = self._commit(self._sql.record_ok, params, f"record {phase} of step {step!r}")
+        _, row = self._commit(self.key, self._sql.record_ok, params, f"record {phase} of step {step!r}")
         number: int = row[0]  # an INSERT ... RETURNING gives its row
         return number
 
@@ -1068,12 +1078,12 @@ class PostgresSession:
         doing = f"record {phase} of step {step!r}"
         if time.time() >= self._renew_at:
             renewing = (store.lease, self.key, store.owner, *params)
-            _, row = self._commit(self._sql.record_renewing, renewing, doing)
+            _, row = self._commit(self.key, self._sql.record_renewing, renewing, doing)
             if row is None:
                 raise StoreError(store.location, f"lost the lease of key {self.key!r} to another process")
             self._renew_at = time.time() + store.lease / 3
         else:
-            _, row = self._commit(sql, params, doing)
+            _, row = self._commit(self.key, sql, params, doing)
         number: int = row[0]  # an INSERT ... RETURNING gives its row
         return number
 
@@ -1081,7 +1091,7 @@ class PostgresSession:
         """Mark the run as rolling back, before the first compensation starts."""
         store = self.store
         doing = f"record the rollback of key {self.key!r}"
-        self._commit(self._sql.rolling_back, (fatal, self.key, store.owner), doing)
+        self._commit(self.key, self._sql.rolling_back, (fatal, self.key, store.owner), doing)
 
     def finish(self, ending: Ending) -> None:
         """Record how the run ended, and release the key."""
@@ -1091,7 +1101,7 @@ class PostgresSession:
             message = message.replace("\x00", "\\x00")
         store = self.store
         params = (status, fatal, failed_step, error_type, message, result, self.key, store.owner)
-        self._commit(self._sql.finish, params, f"finish key {self.key!r}")
+        self._commit(self.key, self._sql.finish, params, f"finish key {self.key!r}")
 
     def set_trace_context(self, context: str) -> None:
         """Store the generation's trace context, unless it has one (not a change of the run: ``updated`` stays)."""
