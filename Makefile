@@ -56,6 +56,7 @@ bench: $(STAMP)  # add --strict to a script to make a missed target fail
 	$(BIN)/python benchmarks/store_open.py
 	$(BIN)/python benchmarks/queues.py
 	$(BIN)/python benchmarks/entities.py
+	$(BIN)/python benchmarks/postgres.py  # needs a server: CHOREOGRAPH_TEST_POSTGRES
 
 # Mutation testing of the core (choreograph/_core/, choreograph/_errors.py; see
 # [tool.mutmut] in pyproject.toml): about 20 minutes on 2 cores, so not part of

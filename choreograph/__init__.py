@@ -34,6 +34,7 @@ from ._errors import (
 )
 from .durable.codec import Codec, CodecError, JsonCodec, PickleCodec, StoredError
 from .durable.memory import MemoryStore
+from .durable.postgres import PostgresStore
 from .durable.protocol import Event, RunInfo
 from .durable.sqlite import SqliteStore
 from .entities import Entities, EntityContext
@@ -62,6 +63,7 @@ __all__ = [
     "Parallel",
     "PickleCodec",
     "PoisonedRun",
+    "PostgresStore",
     "PrecheckFailed",
     "Retry",
     "RetryPolicy",

@@ -58,6 +58,7 @@ from ._errors import (
 from ._listeners import fan_out, outcome_listener
 from .durable.codec import StoredError
 from .durable.memory import MemoryStore
+from .durable.postgres import PostgresStore
 from .durable.protocol import QueueStore, Store
 from .durable.queues import check_limit, check_queue
 from .durable.runner import DurableRunner
@@ -94,7 +95,7 @@ class Coordinator(Generic[InputT]):
     Args:
         steps: Steps to add, in order (see `add_step`).
         store: Makes runs durable (a `choreograph.typing.Store`: `SqliteStore`,
-            `MemoryStore`): each callback's outcome is recorded, and running a
+            `PostgresStore`, `MemoryStore`): each callback's outcome is recorded, and running a
             key again resumes it.
         key: Derives a durable run's idempotency key from its input, for
             `run` without ``key=`` and for `run_many`. It returns a ``str``
@@ -144,7 +145,7 @@ class Coordinator(Generic[InputT]):
         given: object = store
         if given is not None and not isinstance(given, Store):
             msg = (
-                "store must implement choreograph.typing.Store (SqliteStore, MemoryStore) or be None,"
+                "store must implement choreograph.typing.Store (SqliteStore, PostgresStore, MemoryStore) or be None,"
                 f" got {type_name(store)}"
             )
             raise TypeError(msg)
@@ -218,7 +219,10 @@ class Coordinator(Generic[InputT]):
         """
         given: object = store
         if not isinstance(given, Store):
-            msg = f"store must implement choreograph.typing.Store (SqliteStore, MemoryStore), got {type_name(store)}"
+            msg = (
+                "store must implement choreograph.typing.Store (SqliteStore, PostgresStore, MemoryStore),"
+                f" got {type_name(store)}"
+            )
             raise TypeError(msg)
         made = copy.copy(self)
         made._lock = threading.Lock()  # noqa: SLF001 - its own class
@@ -1244,13 +1248,13 @@ def _check_shippable(value: object, what: str) -> None:
 
 
 def _store_recipe(store: Store | None) -> Callable[[], Store] | None:
-    """How a worker process opens the coordinator's store: a `SqliteStore` from its path and options."""
+    """How a worker process opens the coordinator's store: a `SqliteStore` or `PostgresStore` from its configuration."""
     if store is None:
         return None
     if isinstance(store, MemoryStore):
         msg = (
             "a MemoryStore keeps its runs in this process's memory: worker processes can't share it;"
-            " use a SqliteStore for durable runs in processes"
+            " use a SqliteStore or a PostgresStore for durable runs in processes"
         )
         raise TypeError(msg)
     if isinstance(store, SqliteStore):
@@ -1266,6 +1270,18 @@ def _store_recipe(store: Store | None) -> Callable[[], Store] | None:
             max_interruptions=store.max_interruptions,
             synchronous=store.synchronous,
             busy_timeout=store.busy_timeout,
+        )
+    if isinstance(store, PostgresStore):
+        _check_shippable(store.codec, "the store's codec")
+        return partial(
+            PostgresStore,
+            store.conninfo,
+            schema=store.schema,
+            codec=store.codec,
+            lease=store.lease,
+            max_interruptions=store.max_interruptions,
+            max_connections=store.max_connections,
+            timeout=store.timeout,
         )
     _check_shippable(store, "the store")  # a third-party store pickles its own configuration
     return partial(_same, store)

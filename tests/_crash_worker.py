@@ -1,10 +1,11 @@
 """
 A durable batch for tests/test_crash.py: run it, SIGKILL it, run it again.
 
-Usage: ``python tests/_crash_worker.py STORE_DB LEDGER_DB N_RECORDS [FLOW]``
+Usage: ``python tests/_crash_worker.py STORE LEDGER_DB N_RECORDS [FLOW]``
 
 Runs records ``0 .. N_RECORDS - 1`` (key ``str(i)``) through four steps on a
-`SqliteStore` in STORE_DB, four threads at a time. FLOW is ``sequence`` (the
+store, four threads at a time: STORE is a `SqliteStore`'s file, or a
+`PostgresStore`'s ``postgresql://...#schema`` (its `PostgresStore.location`). FLOW is ``sequence`` (the
 default: the four steps in order) or ``group`` (reserve; then charge and
 ship in a `Parallel` group; then notify). Every job first commits a
 row ``(record_id, step, pid, at)`` to the ``ledger`` table of LEDGER_DB, a
@@ -24,7 +25,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from choreograph import Coordinator, Parallel, SqliteStore, Step
+from choreograph import Coordinator, Parallel, PostgresStore, SqliteStore, Step
+from choreograph.typing import Store
 
 STEPS = ("reserve", "charge", "ship", "notify")
 WORKERS = 4
@@ -45,6 +47,14 @@ def connect_ledger(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=30000")
     return conn
+
+
+def open_store(location: str, **options: int) -> Store:
+    """The store at *location*: a ``postgresql://...#schema`` URL, or a SQLite file."""
+    if location.startswith("postgresql://"):
+        url, _, schema = location.partition("#")
+        return PostgresStore(url, schema=schema, **options)
+    return SqliteStore(location, **options)
 
 
 def main(argv: list[str]) -> int:
@@ -74,7 +84,7 @@ def main(argv: list[str]) -> int:
         job.__name__ = f"{step}_job"
         return job
 
-    store = SqliteStore(store_path, max_interruptions=1000)
+    store = open_store(store_path, max_interruptions=1000)
     steps = {name: Step(name, job_for(name)) for name in STEPS}
     flow: list[Step[None] | Parallel] = list(steps.values())
     if shape == "group":

@@ -3,10 +3,13 @@ Shared fixtures: the anyio backend, a capture of choreograph's log records, ever
 and, under a mutant of mutmut's, a bound on each test's time.
 """
 
+import contextlib
+import functools
 import json
 import os
 import signal
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
@@ -15,7 +18,7 @@ from typing import Any
 import pytest
 from loguru import logger
 
-from choreograph import MemoryStore, SqliteStore
+from choreograph import MemoryStore, PostgresStore, SqliteStore
 from choreograph.typing import Store
 
 
@@ -39,26 +42,98 @@ def log_records() -> Iterator[list[dict[str, Any]]]:
 
 
 #: Every store the suite runs against: each test that takes `store` or `make_store` runs once per store.
-STORES = ["sqlite", "memory"]
+STORES = ["sqlite", "memory", "postgres"]
+
+#: The PostgreSQL server the ``postgres`` stores live on, each test's in schemas of its own.
+POSTGRES_URL = os.environ.get("CHOREOGRAPH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+#: The suite's stores don't wait for the server's disk at each commit (``synchronous_commit=off``): what they
+#: commit is seen by every session at once, as usual, and only a crash of the server itself could lose it.
+_NO_FSYNC_WAIT = ("&" if "?" in POSTGRES_URL else "?") + "options=-csynchronous_commit%3Doff"
+
+
+@functools.cache
+def _postgres_missing() -> str | None:
+    """Why no test can run on PostgreSQL here (psycopg missing, no server answering), or None."""
+    try:
+        import psycopg
+    except ImportError as exc:
+        return f"psycopg is not installed ({exc}): pip install 'choreograph[postgres]'"
+    try:
+        psycopg.connect(POSTGRES_URL, connect_timeout=5).close()
+    except psycopg.Error as exc:
+        return f"no PostgreSQL server at {POSTGRES_URL} ({' '.join(str(exc).split())}); set CHOREOGRAPH_TEST_POSTGRES"
+    return None
+
+
+def require_postgres() -> str:
+    """The test server's URL; without one, the test skips, or fails on CI (``CI=true``), with the reason."""
+    missing = _postgres_missing()
+    if missing is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is required on CI: {missing}")
+        pytest.skip(missing)
+    return POSTGRES_URL
+
+
+def drop_schemas(*names: str) -> None:
+    """Drop these schemas of the test server, with everything in them (a missing one is fine)."""
+    import psycopg
+    from psycopg import sql
+
+    with contextlib.closing(psycopg.connect(POSTGRES_URL, autocommit=True)) as conn:
+        for name in names:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """The test server's URL (`require_postgres`)."""
+    return require_postgres()
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[Callable[[], str]]:
+    """Fresh schema names on the test server (``t_<random>_<n>``), each dropped after the test."""
+    require_postgres()
+    base = f"t_{uuid.uuid4().hex[:12]}"
+    made: list[str] = []
+
+    def fresh() -> str:
+        made.append(f"{base}_{len(made)}")
+        return made[-1]
+
+    yield fresh
+    if made:
+        drop_schemas(*made)
 
 
 @pytest.fixture(params=STORES)
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Store]]:
-    """Open stores of one kind, with the options given; close them afterwards."""
-    opened: list[SqliteStore | MemoryStore] = []
+    """Open stores of one kind, with the options given; close them afterwards (a PostgreSQL one in its own schema)."""
+    opened: list[SqliteStore | MemoryStore | PostgresStore] = []
+    schemas: list[str] = []
+    url = require_postgres() if request.param == "postgres" else ""
+    base = f"t_{uuid.uuid4().hex[:12]}"
 
     def make(**options: Any) -> Store:
-        made = (
-            SqliteStore(tmp_path / f"runs{len(opened)}.db", **options)
-            if request.param == "sqlite"
-            else MemoryStore(**options)
-        )
+        made: SqliteStore | MemoryStore | PostgresStore
+        if request.param == "sqlite":
+            made = SqliteStore(tmp_path / f"runs{len(opened)}.db", **options)
+        elif request.param == "postgres":
+            schemas.append(f"{base}_{len(schemas)}")
+            made = PostgresStore(url + _NO_FSYNC_WAIT, schema=schemas[-1], **options)
+        else:
+            made = MemoryStore(**options)
         opened.append(made)
         return made
 
     yield make
     for made in opened:
         made.close()
+    if schemas:
+        drop_schemas(*schemas)
 
 
 @pytest.fixture

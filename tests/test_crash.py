@@ -2,7 +2,7 @@
 Durable runs survive SIGKILL: kill a batch again and again, then let it finish.
 
 tests/_crash_worker.py runs a batch of records through four steps on a
-`SqliteStore`, in sequence or with two of them in a `Parallel` group; every
+`SqliteStore` (or a `PostgresStore`), in sequence or with two of them in a `Parallel` group; every
 job first commits a row to a separate ledger database (the
 outside world's memory of what really ran). The worker is killed with SIGKILL
 at random moments, restarted each time, and finally left to finish. Then the
@@ -27,7 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from choreograph import Event, RunInfo, SqliteStore
+from choreograph import Event, PostgresStore, RunInfo, SqliteStore
+from choreograph.typing import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "tests" / "_crash_worker.py"
@@ -46,6 +47,9 @@ FLOWS = {
 # sleep 1 ms per job: at most 4 rows a millisecond), of the 16000 steps.
 RECORDS = 4000
 KILLS = 10
+#: Per store: its batch's records and kills. PostgreSQL commits each event over a socket, so its batch is
+#: half as long, with 6 kills (at most 4800 of its 8000 steps' rows before the last worker).
+SIZES = {"sqlite": (RECORDS, KILLS), "postgres": (RECORDS // 2, 6)}
 ROWS_BEFORE_KILL = (50, 800)
 PROGRESS_TIMEOUT = 60.0  # seconds for a worker to commit the rows it is killed after (a hang is far longer)
 FINAL_TIMEOUT = 120.0
@@ -84,10 +88,11 @@ def _log(path: Path) -> str:
 class _Batch:
     """Starts the worker on one store and ledger, and remembers every process it started."""
 
-    def __init__(self, tmp_path: Path, flow: str) -> None:
+    def __init__(self, tmp_path: Path, flow: str, store: str, records: int) -> None:
+        self.records = records
         self.tmp_path = tmp_path
         self.flow = flow
-        self.store = tmp_path / "store.db"
+        self.store = store
         self.ledger = tmp_path / "ledger.db"
         self.env = _env()
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -96,7 +101,7 @@ class _Batch:
         log = self.tmp_path / f"worker-{n}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, str(WORKER), str(self.store), str(self.ledger), str(RECORDS), self.flow],
+                [sys.executable, str(WORKER), str(self.store), str(self.ledger), str(self.records), self.flow],
                 cwd=ROOT,
                 env=self.env,
                 stdout=out,
@@ -139,14 +144,23 @@ class _Batch:
                 proc.wait()
 
 
-def _check_store(path: Path) -> tuple[dict[str, RunInfo], dict[str, list[Event]]]:
+def open_store(location: str) -> Store:
+    """The store the worker ran on, as tests/_crash_worker.py opens it."""
+    if location.startswith("postgresql://"):
+        url, _, schema = location.partition("#")
+        return PostgresStore(url, schema=schema)
+    return SqliteStore(location)
+
+
+def _check_store(location: str, records: int) -> tuple[dict[str, RunInfo], dict[str, list[Event]]]:
     """Every key finished ok, and each of its steps' success is recorded exactly once."""
-    keys = [str(i) for i in range(RECORDS)]
-    with SqliteStore(path) as store:
+    keys = [str(i) for i in range(records)]
+    store = open_store(location)
+    with contextlib.closing(store):
         found = {key: store.run_info(key) for key in keys}
         unfinished = {key: info and info.status for key, info in found.items() if info is None or info.status != "ok"}
         assert not unfinished, f"{len(unfinished)} keys not ok, e.g. {sorted(unfinished.items())[:10]}"
-        assert len(store.runs(status="ok")) == RECORDS
+        assert len(store.runs(status="ok")) == records
         infos = {key: info for key, info in found.items() if info is not None}
         events = {key: store.events(key) for key in keys}
     bad: list[str] = []
@@ -161,12 +175,12 @@ def _check_store(path: Path) -> tuple[dict[str, RunInfo], dict[str, list[Event]]
     return infos, events
 
 
-def _read_runs(ledger: Path, processes: set[int]) -> dict[tuple[int, str], list[tuple[int, int]]]:
+def _read_runs(ledger: Path, processes: set[int], records: int) -> dict[tuple[int, str], list[tuple[int, int]]]:
     """The ledger as ``(record, step) -> [(row id, pid), ...]``; no step is missing or unknown."""
     runs: dict[tuple[int, str], list[tuple[int, int]]] = defaultdict(list)
     for row_id, record, step, pid in _read_ledger(ledger, "SELECT id, record_id, step, pid FROM ledger ORDER BY id"):
         runs[record, step].append((row_id, pid))  # type: ignore[index]
-    expected = {(i, step) for i in range(RECORDS) for step in STEPS}
+    expected = {(i, step) for i in range(records) for step in STEPS}
     missing = expected - runs.keys()
     assert not missing, f"{len(missing)} steps never ran (lost work), e.g. {sorted(missing)[:10]}"
     assert runs.keys() == expected, f"unexpected ledger rows: {sorted(runs.keys() - expected)[:10]}"
@@ -174,13 +188,15 @@ def _read_runs(ledger: Path, processes: set[int]) -> dict[tuple[int, str], list[
     return runs
 
 
-def _check_order(runs: dict[tuple[int, str], list[tuple[int, int]]], pairs: list[tuple[str, str]]) -> None:
+def _check_order(
+    runs: dict[tuple[int, str], list[tuple[int, int]]], pairs: list[tuple[str, str]], records: int
+) -> None:
     """No process ran a step twice; per record, a step never re-ran once a step after it started."""
     twice = {pair: execs for pair, execs in runs.items() if len({pid for _, pid in execs}) < len(execs)}
     assert not twice, f"steps run twice by one process: {list(twice.items())[:10]}"
     out_of_order = [
         (i, earlier, later)
-        for i in range(RECORDS)
+        for i in range(records)
         for earlier, later in pairs
         if max(row_id for row_id, _ in runs[i, earlier]) > min(row_id for row_id, _ in runs[i, later])
     ]
@@ -215,24 +231,30 @@ def _check_duplicates(
     return extra
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 @pytest.mark.parametrize("flow", sorted(FLOWS))
-def test_durable_batch_survives_repeated_sigkill(tmp_path: Path, flow: str) -> None:
+def test_durable_batch_survives_repeated_sigkill(tmp_path: Path, flow: str, kind: str, request: pytest.FixtureRequest):
     if not hasattr(signal, "SIGKILL"):
         pytest.skip("this platform has no SIGKILL")
+    store = str(tmp_path / "store.db")
+    if kind == "postgres":
+        url, schema = request.getfixturevalue("postgres_url"), request.getfixturevalue("pg_schema")()
+        store = f"{url}#{schema}"
     pairs, width = FLOWS[flow]
+    records, kills = SIZES[kind]
     rng = random.Random(1234)
-    batch = _Batch(tmp_path, flow)
+    batch = _Batch(tmp_path, flow, store, records)
     began = time.monotonic()
     try:
-        killed = [batch.kill_at_work(n, rng) for n in range(KILLS)]
-        last = batch.finish(KILLS)
+        killed = [batch.kill_at_work(n, rng) for n in range(kills)]
+        last = batch.finish(kills)
     finally:
         batch.stop_all()
     elapsed = time.monotonic() - began
 
-    infos, events = _check_store(batch.store)
-    runs = _read_runs(batch.ledger, {*killed, last})
-    _check_order(runs, pairs)
+    infos, events = _check_store(batch.store, records)
+    runs = _read_runs(batch.ledger, {*killed, last}, records)
+    _check_order(runs, pairs, records)
     duplicated = {pair: execs for pair, execs in runs.items() if len(execs) > 1}
     extra = _check_duplicates(duplicated, killed, infos, events, width)
     assert len(runs) - len(duplicated) >= 0.99 * len(runs), f"{len(duplicated)} of {len(runs)} steps re-ran"
@@ -240,7 +262,7 @@ def test_durable_batch_survives_repeated_sigkill(tmp_path: Path, flow: str) -> N
     assert resumed >= 1, "no kill caught a run in progress: the test did not exercise resuming"
 
     print(  # noqa: T201 - the numbers, visible with -s
-        f"\ncrash test ({flow}): kills={len(killed)} records={RECORDS} steps={len(runs)}"
+        f"\ncrash test ({kind}, {flow}): kills={len(killed)} records={records} steps={len(runs)}"
         f" ledger_rows={sum(map(len, runs.values()))} duplicated_steps={len(duplicated)}"
         f" duplicate_executions={extra} resumed_keys={resumed} elapsed={elapsed:.1f}s"
     )

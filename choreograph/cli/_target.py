@@ -20,6 +20,7 @@ import click
 from .._coordinator import Coordinator
 from .._errors import ChoreographError, StoreError
 from ..durable.codec import Codec, CodecError, JsonCodec
+from ..durable.postgres import PostgresStore
 from ..durable.protocol import Store
 from ..durable.sqlite import SqliteStore
 
@@ -98,6 +99,9 @@ def open_store(location: str, *, create: bool, codec: Codec | None = None) -> St
     """
     Open STORE: a SQLite file (created only when *create*), or a ``postgresql://`` URL.
 
+    A URL's fragment names the schema (``postgresql://host/db#batch``; default
+    ``choreograph``), as `PostgresStore.location` shows it.
+
     Args:
         location: The path or URL.
         create: Make a new store when the file is missing (``run`` does;
@@ -105,7 +109,11 @@ def open_store(location: str, *, create: bool, codec: Codec | None = None) -> St
         codec: The store's codec (default: `JsonCodec`).
     """
     if location.startswith(("postgresql://", "postgres://")):
-        raise click.UsageError("PostgreSQL stores come with choreograph[postgres]")
+        url, _, schema = location.partition("#")
+        try:
+            return PostgresStore(url, schema=schema or "choreograph", codec=codec, create=create)
+        except (ImportError, StoreError, ValueError) as exc:
+            raise click.UsageError(str(exc)) from exc
     path = Path(location)
     if path.is_dir():
         raise click.UsageError(f"STORE {location!r} is a folder, not a store file")
@@ -127,7 +135,7 @@ def flow_store(flow: Coordinator[Any], location: str | None, *, create: bool) ->
     own = flow.store
     if location is None:
         return own
-    if own is not None and _same_file(own.location, location):
+    if own is not None and (own.location == location or _same_file(own.location, location)):
         return own
     return open_store(location, create=create, codec=None if own is None else own.codec)
 

@@ -7,11 +7,12 @@ Durable runs: every callback's outcome recorded in a store, and runs resumed by 
 - `replay`: a run rebuilt from a store's events (what a resumed run restores).
 - `recorder`: the run loop's recorder, committing outcomes through a store's session.
 - `runner`: taking a key's lease and setting its run up, for plain and async callers.
-- `sqlite`, `memory`: the stores.
+- `sqlite`, `memory`, `postgres`: the stores.
 """
 
 from .codec import Codec, CodecError, JsonCodec, PickleCodec, StoredError
 from .memory import MemoryStore
+from .postgres import PostgresStore
 from .protocol import Event, RunInfo, Status, Store, StoreSession
 from .runner import DurableRunner
 from .sqlite import SqliteStore
@@ -24,6 +25,7 @@ __all__ = [
     "JsonCodec",
     "MemoryStore",
     "PickleCodec",
+    "PostgresStore",
     "RunInfo",
     "SqliteStore",
     "Status",
