@@ -453,6 +453,39 @@ def test_a_worker_that_dies_fails_its_record_and_the_batch_goes_on():
     assert all(results[x].ok for x in results if x != 3)
 
 
+def test_a_worker_that_dies_late_in_a_long_batch_fails_only_the_record_it_was_running():
+    """Once inputs travel several to a message, a worker's death still fails only its running record, once."""
+    records = [*range(10, 610), 3, *range(610, 1000)]  # 3 (the one that kills its worker) at position 600
+    flow = Coordinator[int]([Step("dies", steps.dies_on_three)])
+    results = list(flow.run_many(records, executor="processes", workers=2))
+
+    assert sorted(r.input for r in results) == sorted(records)  # each record once: none lost, none run twice
+    failed = [r for r in results if not r.ok]
+    assert [r.input for r in failed] == [3]
+    assert isinstance(failed[0].fatal, InputError)
+    assert failed[0].fatal.position == 600
+    assert isinstance(failed[0].fatal.error, ChildProcessError)
+
+
+@pytest.mark.parametrize("ordered", [False, True])
+def test_a_long_batch_of_short_runs_gives_each_record_one_result(ordered: bool):
+    """Thousands of short runs (sent several to a message), an input that can't be pickled among them."""
+    records: list[object] = list(range(3000))
+    records[1500] = threading.Lock()
+    flow = Coordinator[object]([Step("double", steps.double)])
+    results = list(flow.run_many(records, executor="processes", workers=2, ordered=ordered))
+
+    positions = [records.index(r.input) if r.input is records[1500] else r.input for r in results]
+    assert sorted(positions) == list(range(3000))
+    if ordered:
+        assert positions == list(range(3000))
+    assert [r.ok for r in results].count(False) == 1
+    (failed,) = [r for r in results if not r.ok]
+    assert isinstance(failed.fatal, InputError)
+    assert failed.fatal.position == 1500
+    assert all(r.data_bag.get_job_data("double") == 2 * r.input for r in results if r.ok)
+
+
 def test_keyboard_interrupt_in_a_callback_reaches_the_caller():
     flow = Coordinator[int]([Step("i", steps.interrupts_on_five)])
     with pytest.raises(KeyboardInterrupt):
