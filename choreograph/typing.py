@@ -12,7 +12,7 @@ from ._core.retry import RetryPolicy
 from ._errors import Phase
 from .durable.codec import Codec
 from .durable.protocol import Begun, Ending, NewEvent, Status, Store, StoreSession
-from .executors.protocol import Executor, RunJob
+from .executors.protocol import Executor, RemoteJob, RunJob, ShippableJob
 
 #: What `Step` accepts as a precheck, job or compensation: checked when the step is added.
 Callback = Callable[..., object]
@@ -31,8 +31,10 @@ __all__ = [
     "Outcome",
     "Phase",
     "RawCall",
+    "RemoteJob",
     "RetryPolicy",
     "RunJob",
+    "ShippableJob",
     "Status",
     "Store",
     "StoreSession",
