@@ -38,7 +38,8 @@ from choreograph.executors import ProcessExecutor
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
-DB = str(Path(tempfile.gettempdir()) / "choreograph-test-processes.db")  # only opened, never run
+# Only opened, never run; of this test process alone (another checkout's tests may have made one of a newer schema).
+DB = str(Path(tempfile.gettempdir()) / f"choreograph-test-processes-{os.getpid()}.db")
 if str(TESTS) not in sys.path:  # worker processes import the callbacks by reference: from a module on sys.path
     sys.path.insert(0, str(TESTS))
 
@@ -65,6 +66,14 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return "\nState:\tZ" not in status
+
+
+@pytest.fixture(autouse=True, scope="module")
+def no_database_left() -> Iterator[None]:
+    """The store that `DB` names is removed after this module's tests."""
+    yield
+    for suffix in ("", "-wal", "-shm"):
+        Path(DB + suffix).unlink(missing_ok=True)
 
 
 @pytest.fixture(autouse=True)

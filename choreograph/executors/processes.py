@@ -365,7 +365,8 @@ class _Pool(Generic[InputT]):
         (a context switch, cold caches), so one wake-up takes several: a
         worker never waits for it, as it holds at least a chunk more.
         """
-        if self._chunk > 1 and all(len(worker.held) > self._chunk for worker in self._workers):
+        workers = self._workers
+        if self._chunk > 1 and workers and all(len(worker.held) > self._chunk for worker in workers):
             time.sleep(min(_NAP, self._chunk * self._per_run / 2))
 
     def results(self, *, ordered: bool) -> Iterator[RunResult[InputT]]:
