@@ -34,9 +34,9 @@ each worker reads its pipe, so the calling thread never blocks on a busy worker.
 A worker that dies (``os._exit`` in a callback, a signal, a crash) gives
 the record it was running a failed result (`InputError`, whose error is a
 `ChildProcessError` with the exit code); the records waiting for it (the
-rest of its chunks) go to the other workers, and a new worker takes its place. A worker that can't
-rebuild the flow (a module that won't import there) stops the batch with that
-error.
+rest of its chunks) go to the other workers, and a new worker takes its
+place. A worker that can't rebuild the flow (a module that won't import
+there) stops the batch with that error.
 
 Closing the iterator, an interruption of the calling thread
 (``KeyboardInterrupt``) or the end of the inputs stops taking inputs: each
