@@ -66,13 +66,12 @@ from typing import Any, Final, Generic, Protocol, TypeVar
 
 from .._core.callbacks import type_name
 from .._core.result import RunResult
+from . import _window
 from .protocol import RemoteJob, RunJob, ShippableJob
 from .tasks import Order
 
 InputT = TypeVar("InputT")
 
-#: How far the window grows beyond its start, as `ThreadExecutor`'s.
-_GROWTH: Final = 1024
 #: Seconds of a worker's runs that one message of inputs carries, once the runs' pace is known.
 _CHUNK_SECONDS: Final = 0.01
 #: The most inputs in one message.
@@ -287,7 +286,7 @@ class _Pool(Generic[InputT]):
         if method == "forkserver":
             _preload(self._context)
         self._size = workers
-        self._window = 2 * workers
+        self._window = _window.start(workers)
         self._chunk = 1  # inputs per message: one until the runs' pace is known (see `_pace`)
         self._per_run = 0.0  # seconds a run takes in a worker (a moving average), once known
         self._workers: list[_Worker] = []
@@ -310,7 +309,7 @@ class _Pool(Generic[InputT]):
         """The next input to send, or None."""
         if self._again:
             return self._again.popleft()
-        if self._exhausted or self._taken - self._yielded >= self._window + min(self._yielded, _GROWTH):
+        if self._exhausted or _window.full(self._taken, self._yielded, self._window):
             return None
         try:
             item = next(self._inputs)
