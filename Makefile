@@ -52,6 +52,7 @@ bench: $(STAMP)  # add --strict to a script to make a missed target fail
 	$(BIN)/python benchmarks/run_many.py
 	$(BIN)/python benchmarks/executors.py
 	$(BIN)/python benchmarks/dask_executor.py
+	$(BIN)/python benchmarks/memory.py
 	$(BIN)/python benchmarks/store_runs.py
 	$(BIN)/python benchmarks/store_open.py
 	$(BIN)/python benchmarks/queues.py

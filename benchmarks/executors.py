@@ -10,27 +10,31 @@ Executors against their baselines, measured in the same run.
 2. Waiting flows: records whose ``async def`` step awaits 5 ms, on ``executor="async"`` with
    64 and 256 workers, against the ideal (records x 5 ms / workers), against
    ``asyncio.gather`` of ``run_async`` under a semaphore of as many, and against the same
-   sleeps with no flow at all (what the event loop itself reaches on this machine).
-   Target: >= 0.85 of the ideal.
+   sleeps with no flow at all (what the event loop itself reaches on this machine, its
+   ceiling). Target: >= 0.85 of the ideal. Results are taken as they come and dropped, as a
+   long batch is consumed (kept in a list, 10,240 results cost the garbage collector's full
+   collections about as much as the flow itself, whatever runs them).
 
-Each figure is the best of 5 rounds (1 with ``--quick``), loop and executor alternating, which filters out
-most of the noise of a shared machine. Run: ``python benchmarks/executors.py [--quick] [--strict]``
-(``--strict``: exit 1 when a target is missed).
+Each figure is the best of 5 rounds (1 with ``--quick``), the ways alternating within each round, which
+filters out most of the noise of a shared machine; each line ends with the load average when it was
+measured. Run: ``python benchmarks/executors.py [--quick] [--strict]`` (``--strict``: exit 1 when a
+target is missed).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 
-from choreograph import Coordinator, Step
+from choreograph import Coordinator, RunResult, Step
 from choreograph.executors import ProcessExecutor
 
 TARGET_PROCESSES = 1.8
@@ -64,22 +68,46 @@ def timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
+def drained(results: Iterable[object]) -> None:
+    """Take every result as it comes, keeping none."""
+    collections.deque(results, maxlen=0)
+
+
+def load() -> str:
+    """The load average of the last minute, for the reader to judge a figure by."""
+    return f"load {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "load unknown"
+
+
+#: The flow of a hand-written process pool's workers (see `pooled`), made by `make_pooled` in each.
+_POOLED: list[Coordinator[int]] = []
+
+
+def make_pooled(iterations: int) -> None:
+    _POOLED.append(Coordinator[int]([Step("burn", partial(burn, iterations))]))
+
+
+def pooled(x: int) -> RunResult[int]:
+    """A hand-written process pool's task: the same flow's ``run()``, its result pickled back."""
+    return _POOLED[0].run(x)
+
+
 def processes(records: int, rounds: int, workers: int) -> float:
     iterations = calibrate()
     flow = Coordinator[int]([Step("burn", partial(burn, iterations))])  # a partial of a function pickles
     inputs = list(range(records))
     executor = ProcessExecutor(workers)
-    cold = timed(lambda: list(flow.run_many(inputs, executor=executor)))
-    # What the machine allows now: the same work on a stdlib process pool of as many workers, started
-    # once, the records sent in chunks (no flow, no result to send back but the number).
+    cold = timed(lambda: drained(flow.run_many(inputs, executor=executor)))
+    # What the machine allows now: the same flow's run() on a stdlib process pool of as many workers,
+    # started beforehand, the records sent in chunks, each result pickled back.
     context = multiprocessing.get_context(executor.start_method)
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        list(pool.map(spin, [iterations] * workers))  # started before the timing
+    chunk = records // (4 * workers) or 1
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=make_pooled, initargs=(iterations,)) as pool:
+        drained(pool.map(pooled, range(workers)))  # started before the timing
         times = [
             (
-                timed(lambda: [flow.run(x) for x in inputs]),
-                timed(lambda: list(flow.run_many(inputs, executor=executor))),
-                timed(lambda: list(pool.map(spin, [iterations] * records, chunksize=records // (4 * workers) or 1))),
+                timed(lambda: drained(flow.run(x) for x in inputs)),
+                timed(lambda: drained(flow.run_many(inputs, executor=executor))),
+                timed(lambda: drained(pool.map(pooled, inputs, chunksize=chunk))),
             )
             for _ in range(rounds)
         ]
@@ -91,7 +119,7 @@ def processes(records: int, rounds: int, workers: int) -> float:
         f"CPU-bound, {records} records x {loop / records * 1e3:.2f} ms   loop of run() {loop:6.3f} s"
         f" | processes ({workers} workers) {best:6.3f} s: ratio {ratio:.2f} (target >= {TARGET_PROCESSES})"
         f" | first batch, forkserver start included {cold:6.3f} s: ratio {loop / cold:.2f}"
-        f" | bare ProcessPoolExecutor.map, chunked, no flow {bare:6.3f} s: ratio {loop / bare:.2f}"
+        f" | ProcessPoolExecutor.map of run(), chunked {bare:6.3f} s: ratio {loop / bare:.2f} | {load()}"
     )
     return ratio
 
@@ -110,9 +138,9 @@ def waiting(workers: int, per_worker: int, rounds: int) -> float:
     async def gathered() -> None:
         gate = asyncio.Semaphore(workers)
 
-        async def one(x: int) -> object:
+        async def one(x: int) -> None:
             async with gate:
-                return await flow.run_async(x)
+                await flow.run_async(x)
 
         await asyncio.gather(*(one(x) for x in inputs))
 
@@ -127,7 +155,7 @@ def waiting(workers: int, per_worker: int, rounds: int) -> float:
 
     times: list[tuple[float, float, float]] = [
         (
-            timed(lambda: list(flow.run_many(inputs, executor="async", workers=workers))),
+            timed(lambda: drained(flow.run_many(inputs, executor="async", workers=workers))),
             timed(lambda: asyncio.run(gathered())),
             timed(lambda: asyncio.run(bare())),
         )
@@ -140,7 +168,7 @@ def waiting(workers: int, per_worker: int, rounds: int) -> float:
     print(
         f"async 5 ms steps, {workers:3} workers, {count:5} records  ideal {ideal:5.3f} s | executor='async'"
         f" {ours:5.3f} s: ratio {ratio:.2f} of ideal (target >= {TARGET_ASYNC}) | gather+semaphore {gather:5.3f} s"
-        f" ({ideal / gather:.2f}) | bare sleeps, no flow {floor:5.3f} s ({ideal / floor:.2f})"
+        f" ({ideal / gather:.2f}) | bare sleeps, no flow {floor:5.3f} s ({ideal / floor:.2f}) | {load()}"
     )
     return ratio
 

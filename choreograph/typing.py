@@ -27,7 +27,7 @@ from .durable.protocol import (
     StoreSession,
 )
 from .durable.serve import Served
-from .executors.protocol import Executor, RunJob
+from .executors.protocol import Executor, RemoteJob, RunJob, ShippableJob
 
 #: What `Step` accepts as a precheck, job or compensation: checked when the step is added.
 Callback = Callable[..., object]
@@ -52,10 +52,12 @@ __all__ = [
     "Phase",
     "QueueStore",
     "RawCall",
+    "RemoteJob",
     "RetryPolicy",
     "RunJob",
     "Served",
     "Settled",
+    "ShippableJob",
     "Status",
     "Store",
     "StoreSession",

@@ -38,7 +38,8 @@ from choreograph.executors import ProcessExecutor
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
-DB = str(Path(tempfile.gettempdir()) / "choreograph-test-processes.db")  # only opened, never run
+# Only opened, never run; of this test process alone (another checkout's tests may have made one of a newer schema).
+DB = str(Path(tempfile.gettempdir()) / f"choreograph-test-processes-{os.getpid()}.db")
 if str(TESTS) not in sys.path:  # worker processes import the callbacks by reference: from a module on sys.path
     sys.path.insert(0, str(TESTS))
 
@@ -65,6 +66,14 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return "\nState:\tZ" not in status
+
+
+@pytest.fixture(autouse=True, scope="module")
+def no_database_left() -> Iterator[None]:
+    """The store that `DB` names is removed after this module's tests."""
+    yield
+    for suffix in ("", "-wal", "-shm"):
+        Path(DB + suffix).unlink(missing_ok=True)
 
 
 @pytest.fixture(autouse=True)
@@ -451,6 +460,39 @@ def test_a_worker_that_dies_fails_its_record_and_the_batch_goes_on():
     assert isinstance(fatal.error, ChildProcessError)
     assert "exit code 7" in str(fatal.error)
     assert all(results[x].ok for x in results if x != 3)
+
+
+def test_a_worker_that_dies_late_in_a_long_batch_fails_only_the_record_it_was_running():
+    """Once inputs travel several to a message, a worker's death still fails only its running record, once."""
+    records = [*range(10, 610), 3, *range(610, 1000)]  # 3 (the one that kills its worker) at position 600
+    flow = Coordinator[int]([Step("dies", steps.dies_on_three)])
+    results = list(flow.run_many(records, executor="processes", workers=2))
+
+    assert sorted(r.input for r in results) == sorted(records)  # each record once: none lost, none run twice
+    failed = [r for r in results if not r.ok]
+    assert [r.input for r in failed] == [3]
+    assert isinstance(failed[0].fatal, InputError)
+    assert failed[0].fatal.position == 600
+    assert isinstance(failed[0].fatal.error, ChildProcessError)
+
+
+@pytest.mark.parametrize("ordered", [False, True])
+def test_a_long_batch_of_short_runs_gives_each_record_one_result(ordered: bool):
+    """Thousands of short runs (sent several to a message), an input that can't be pickled among them."""
+    records: list[object] = list(range(3000))
+    records[1500] = threading.Lock()
+    flow = Coordinator[object]([Step("double", steps.double)])
+    results = list(flow.run_many(records, executor="processes", workers=2, ordered=ordered))
+
+    positions = [records.index(r.input) if r.input is records[1500] else r.input for r in results]
+    assert sorted(positions) == list(range(3000))
+    if ordered:
+        assert positions == list(range(3000))
+    assert [r.ok for r in results].count(False) == 1
+    (failed,) = [r for r in results if not r.ok]
+    assert isinstance(failed.fatal, InputError)
+    assert failed.fatal.position == 1500
+    assert all(r.data_bag.get_job_data("double") == 2 * r.input for r in results if r.ok)
 
 
 def test_keyboard_interrupt_in_a_callback_reaches_the_caller():

@@ -64,4 +64,7 @@ def test_every_private_reach_stays_inside_its_module_and_says_why():
         if "noqa: SLF001" in line
     ]
     assert all(" - " in line.split("noqa: SLF001", 1)[1] for _, line in reaches), reaches
-    assert len(reaches) <= 20, len(reaches)  # was 126 cross-module reaches before the architecture work
+    # Was 126 cross-module reaches before the architecture work. 21 since 0.5.0: choreograph/entities.py
+    # runs a coordinator's plan with an entity's context class through three of the coordinator's private
+    # names, until the coordinator has a seam for it.
+    assert len(reaches) <= 21, len(reaches)

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 from .._errors import Phase
 from .callbacks import Callback
-from .fastpath import build_fast_path
+from .fastpath import build_async_fast_path, build_fast_path
 from .step import Parallel, Step
 
 
@@ -152,12 +152,14 @@ class Plan:
         takes_context: Whether any callback takes the context.
         strict_prechecks: A precheck's error (but `Skip`) stops the run.
         fast: The generated fast path (see `choreograph._core.fastpath`).
+        fast_async: Its ``async def`` twin, which awaits ``async def`` callbacks; ``None`` when the plan has none.
     """
 
     __slots__ = (
         "compensates",
         "entries",
         "fast",
+        "fast_async",
         "has_async",
         "labels",
         "names",
@@ -189,6 +191,7 @@ class Plan:
         self.has_async = any(cb.is_async for cb in callbacks)
         self.takes_context = any(cb.takes_context for cb in callbacks)
         self.fast = build_fast_path(self.entries)
+        self.fast_async = build_async_fast_path(self.entries) if self.has_async else None
 
     def add(self, step: StepNode | GroupNode) -> Plan:
         """A new plan: this one's nodes, then *step* (a step or a group)."""

@@ -112,10 +112,24 @@ def run_sync(run: RunState) -> RunResult[Any]:
 
 
 async def run_async(run: RunState) -> RunResult[Any]:
-    """Run *run* inside the running event loop (see `drive_async`)."""
+    """
+    Run *run* inside the running event loop (see `drive_async`).
+
+    A plan with ``async def`` callbacks starts on its ``async def`` fast
+    path, which awaits them, unless the run has a timeout, a listener or a store.
+    """
     token = own_runs(run)
     try:
-        _, loop = start(run)
+        plan = run.plan
+        fast = plan.fast_async
+        if fast is None or run.deadline is not None or run.emit is not None or run.recorder is not None:
+            _, loop = start(run)
+        else:
+            ctx = context_of(run)
+            run.stamps = stamps = [0] * plan.size
+            stamps[0] = _clock_ns()
+            stopped = await fast(ctx, run, run.input, run.precheck_data, run.job_data, stamps)
+            loop = None if stopped < 0 else hand_over(run, ctx, stopped)
         if loop is not None:
             await drive_async(loop)
     except BaseException:

@@ -17,24 +17,30 @@ once per calling process (it imports the main module, as spawn does); each
 worker is then a fork of it, so workers start in milliseconds instead of the
 interpreter start and imports that every spawned worker pays.
 
-Each worker has a pipe of its own each way. The calling thread sends a
-worker a new input when it has fewer than two (one running, one waiting)
-and the window has room (``2 * workers`` inputs taken and not yet yielded,
-growing by one per result yielded, up to 1,024 more), and waits on the
-workers' pipes and their process sentinels at once: a worker that dies is
-seen at once. A thread in each worker reads its pipe, so the calling
-thread never blocks on a busy worker.
+Each worker has a pipe of its own each way. Inputs travel in chunks, several
+to a message: one input each at first, then as many as about 10 ms of runs
+(from how long runs take in the workers; 64 at most). The calling thread
+sends a worker a chunk when it holds at most one (its run, the rest of its
+chunk) and the window has room (``2 * workers`` inputs taken and not yet
+yielded, growing by one per result yielded, up to 1,024 more), the emptiest
+worker first. Each run's report comes back in a message of its own, sent
+before the worker starts its next run; the calling thread waits on the
+workers' pipes and their process sentinels at once (a worker that dies is
+seen at once), takes what every pipe has, and, while every worker holds more
+than a chunk, lets reports pile up for a few milliseconds between
+wake-ups, as each wake-up costs more than the reports it takes. A thread in
+each worker reads its pipe, so the calling thread never blocks on a busy worker.
 
 A worker that dies (``os._exit`` in a callback, a signal, a crash) gives
 the record it was running a failed result (`InputError`, whose error is a
-`ChildProcessError` with the exit code); the records waiting for it go to
-the other workers, and a new worker takes its place. A worker that can't
-rebuild the flow (a module that won't import there) stops the batch with that
-error.
+`ChildProcessError` with the exit code); the records waiting for it (the
+rest of its chunks) go to the other workers, and a new worker takes its
+place. A worker that can't rebuild the flow (a module that won't import
+there) stops the batch with that error.
 
 Closing the iterator, an interruption of the calling thread
 (``KeyboardInterrupt``) or the end of the inputs stops taking inputs: each
-worker finishes the run it has (the one waiting for it is dropped), and
+worker finishes the run it has (those waiting for it are dropped), and
 exits; the calling thread waits for them (a second interruption kills them).
 The workers ignore SIGINT, so that Ctrl-C in a terminal, sent to every
 process of the group, reaches only the calling process. They are daemonic
@@ -52,6 +58,7 @@ import queue
 import selectors
 import signal
 import threading
+import time
 import traceback
 from collections import deque
 from collections.abc import Generator, Iterator
@@ -59,16 +66,19 @@ from typing import Any, Final, Generic, Protocol, TypeVar
 
 from .._core.callbacks import type_name
 from .._core.result import RunResult
+from . import _window
 from .protocol import RemoteJob, RunJob, ShippableJob
 from .tasks import Order
 
 InputT = TypeVar("InputT")
 
-#: Inputs a worker holds at most: the one it runs and the next one.
-_DEPTH: Final = 2
-#: How far the window grows beyond its start, as `ThreadExecutor`'s.
-_GROWTH: Final = 1024
-#: What the start of a message from a worker says (after the record's position, 8 bytes).
+#: Seconds of a worker's runs that one message of inputs carries, once the runs' pace is known.
+_CHUNK_SECONDS: Final = 0.01
+#: The most inputs in one message.
+_MAX_CHUNK: Final = 64
+#: The longest the calling thread lets reports pile up while every worker has a chunk to go on with (seconds).
+_NAP: Final = 0.005
+#: What a message from a worker is (after the record's position, 8 bytes; then its run's nanoseconds, 8 bytes).
 _REPORT, _UNREADABLE, _RAISED, _BROKEN, _READY = b"r", b"u", b"x", b"b", b"k"
 _STOP: Final = b""
 
@@ -105,8 +115,8 @@ def check_processes(workers: object) -> int:
     return workers
 
 
-def _header(position: int, kind: bytes) -> bytes:
-    return position.to_bytes(8, "little", signed=True) + kind
+def _header(position: int, kind: bytes, nanoseconds: int = 0) -> bytes:
+    return position.to_bytes(8, "little", signed=True) + kind + nanoseconds.to_bytes(8, "little")
 
 
 def _describe(error: BaseException) -> bytes:
@@ -207,10 +217,10 @@ class _Worker:
         self.ready = False
         self.stopped = False
 
-    def send(self, position: int, data: bytes) -> bool:
-        """Send an input; False if the worker is gone."""
+    def send(self, chunk: list[tuple[int, bytes]]) -> bool:
+        """Send inputs (their positions, and each pickled) in one message; False if the worker is gone."""
         try:
-            self.tasks.send_bytes(_header(position, _REPORT) + data)
+            self.tasks.send_bytes(pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL))
         except OSError:  # a broken pipe: the worker died, which its sentinel tells
             return False
         return True
@@ -251,14 +261,14 @@ class _Waiter:
             self._selector.unregister(worker.results)  # type: ignore[arg-type]
             self._selector.unregister(worker.process.sentinel)
 
-    def wait(self) -> list[tuple[_Worker, bool]]:
+    def wait(self, timeout: float | None) -> list[tuple[_Worker, bool]]:
         if self._selector is not None:
-            return [key.data for key, _ in self._selector.select()]
+            return [key.data for key, _ in self._selector.select(timeout)]
         from multiprocessing.connection import wait  # noqa: PLC0415  # pragma: no cover - Windows: no poll()
 
         owners: dict[Any, tuple[_Worker, bool]] = {w.results: (w, True) for w in self._workers}  # pragma: no cover
         owners |= {worker.process.sentinel: (worker, False) for worker in self._workers}  # pragma: no cover
-        return [owners[ready] for ready in wait(list(owners))]  # pragma: no cover - Windows
+        return [owners[ready] for ready in wait(list(owners), timeout)]  # pragma: no cover - Windows
 
     def close(self) -> None:
         if self._selector is not None:
@@ -276,7 +286,9 @@ class _Pool(Generic[InputT]):
         if method == "forkserver":
             _preload(self._context)
         self._size = workers
-        self._window = 2 * workers
+        self._window = _window.start(workers)
+        self._chunk = 1  # inputs per message: one until the runs' pace is known (see `_pace`)
+        self._per_run = 0.0  # seconds a run takes in a worker (a moving average), once known
         self._workers: list[_Worker] = []
         self._started = 0
         self._taken = 0
@@ -297,7 +309,7 @@ class _Pool(Generic[InputT]):
         """The next input to send, or None."""
         if self._again:
             return self._again.popleft()
-        if self._exhausted or self._taken - self._yielded >= self._window + min(self._yielded, _GROWTH):
+        if self._exhausted or _window.full(self._taken, self._yielded, self._window):
             return None
         try:
             item = next(self._inputs)
@@ -309,24 +321,52 @@ class _Pool(Generic[InputT]):
         return position, item
 
     def _feed(self) -> None:
-        """Send inputs while a worker holds fewer than `_DEPTH` and the window has room: one each, then a second."""
-        for depth in range(1, _DEPTH + 1):
-            for worker in self._workers:
-                if self._stopping or worker.stopped or len(worker.held) >= depth:
-                    continue
-                taken = self._next()
-                if taken is None:
-                    return
+        """
+        Send inputs while the window has room to each worker holding at most a chunk, the emptiest first.
+
+        A worker then holds its run, the rest of its chunk and the next
+        chunk, so that it never waits for the calling process between runs.
+        """
+        if self._stopping:
+            return
+        for worker in sorted(self._workers, key=lambda worker: len(worker.held)):
+            if worker.stopped or len(worker.held) > self._chunk:
+                continue
+            chunk: list[tuple[int, bytes]] = []
+            held: list[tuple[int, object]] = []
+            while len(chunk) < self._chunk and (taken := self._next()) is not None:
                 position, item = taken
                 try:
                     data = pickle.dumps(item, pickle.HIGHEST_PROTOCOL)
                 except Exception as exc:  # noqa: BLE001 - that record's failure, not the batch's
                     self._done.append((position, self._job.failed(item, position, exc)))  # type: ignore[arg-type]
                     continue
-                if worker.send(position, data):
-                    worker.held.append(taken)
-                else:  # it died: its sentinel says so, and the input goes to another
-                    self._again.appendleft(taken)
+                chunk.append((position, data))
+                held.append(taken)
+            if not chunk:
+                return
+            if worker.send(chunk):
+                worker.held.extend(held)
+            else:  # it died: its sentinel says so, and the inputs go to another
+                self._again.extendleft(reversed(held))
+
+    def _pace(self, nanoseconds: int) -> None:
+        """Size the chunks from how long runs take in the workers: about `_CHUNK_SECONDS` of runs each."""
+        seconds = nanoseconds / 1e9
+        self._per_run = per_run = seconds if self._per_run == 0.0 else 0.9 * self._per_run + 0.1 * seconds
+        self._chunk = max(1, min(_MAX_CHUNK, int(_CHUNK_SECONDS / per_run) if per_run > 0 else _MAX_CHUNK))
+
+    def _nap(self) -> None:
+        """
+        Let reports pile up for a few milliseconds while every worker has a chunk of inputs to go on with.
+
+        Each wake-up of the calling thread costs more than handling a report
+        (a context switch, cold caches), so one wake-up takes several: a
+        worker never waits for it, as it holds at least a chunk more.
+        """
+        workers = self._workers
+        if self._chunk > 1 and workers and all(len(worker.held) > self._chunk for worker in workers):
+            time.sleep(min(_NAP, self._chunk * self._per_run / 2))
 
     def results(self, *, ordered: bool) -> Iterator[RunResult[InputT]]:
         """Yield the results as they come (or in input order) until every input has one."""
@@ -343,22 +383,29 @@ class _Pool(Generic[InputT]):
                 continue
             if self._exhausted and not self._again and not any(worker.held for worker in self._workers):
                 return
+            self._nap()
             self._wait()
 
     def _wait(self) -> None:
-        """Wait for a message from a worker, or for a worker's end, and take them (one message per pipe and wake-up)."""
-        for worker, pipe in self._waiter.wait():
-            if worker not in self._workers:  # it ended earlier in this round
-                continue
-            if not pipe:
-                self._ended(worker)
-                continue
-            try:
-                message = worker.results.recv_bytes()  # the pipe stays ready while there is more
-            except (EOFError, OSError):
-                self._ended(worker)
-            else:
-                self._message(worker, message)
+        """Wait for messages from the workers or for a worker's end; take them, one per pipe, while there are more."""
+        ready = self._waiter.wait(None)
+        rounds = 0
+        while ready:
+            for worker, pipe in ready:
+                if worker not in self._workers:  # it ended earlier in this round
+                    continue
+                if not pipe:
+                    self._ended(worker)
+                    continue
+                try:
+                    message = worker.results.recv_bytes()
+                except (EOFError, OSError):
+                    self._ended(worker)
+                else:
+                    self._message(worker, message)
+            rounds += 1
+            # What else is there already, without waiting (a bounded number of rounds: inputs are sent between).
+            ready = self._waiter.wait(0.0) if rounds < _MAX_CHUNK else []
 
     def _ended(self, worker: _Worker) -> None:
         """*worker*'s process ended: take what it sent before, and deal with what it held."""
@@ -386,7 +433,7 @@ class _Pool(Generic[InputT]):
             self._start()
 
     def _message(self, worker: _Worker, message: bytes) -> None:
-        position, kind, payload = int.from_bytes(message[:8], "little", signed=True), message[8:9], message[9:]
+        position, kind, payload = int.from_bytes(message[:8], "little", signed=True), message[8:9], message[17:]
         if kind == _READY:
             worker.ready = True
             return
@@ -396,6 +443,7 @@ class _Pool(Generic[InputT]):
             raise error
         held_position, item = worker.held.popleft()
         assert held_position == position  # noqa: S101 - a worker runs its inputs in order
+        self._pace(int.from_bytes(message[9:17], "little"))
         if kind == _RAISED:  # a BaseException (KeyboardInterrupt, SystemExit) went through a run: it stops the batch
             if not self._stopping:
                 raise pickle.loads(payload)  # noqa: S301 - from our own worker process
@@ -467,52 +515,59 @@ def serve(recipe: bytes, tasks: _Channel, results: _Channel) -> None:
         results.send_bytes(_header(-1, _BROKEN) + _describe(exc))
         return
     results.send_bytes(_header(-1, _READY))
-    inbox: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+    inbox: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()
     stopping = threading.Event()
 
     def read() -> None:
         try:
             while message := tasks.recv_bytes():
-                inbox.put(message)
+                for entry in pickle.loads(message):  # noqa: S301 - from the calling process
+                    inbox.put(entry)
         except (EOFError, OSError):  # the calling process went away
             pass
         stopping.set()
-        inbox.put(_STOP)
+        inbox.put(None)
 
     threading.Thread(target=read, name="choreograph-inbox", daemon=True).start()
     try:
         if is_async:
             asyncio.run(_serve_async(job, inbox, stopping, results))
         else:
-            while (message := inbox.get()) and not stopping.is_set():
-                position, item = _input(message, results)
+            while (entry := inbox.get()) is not None and not stopping.is_set():
+                position, item = _input(entry, results)
                 if position >= 0:
-                    results.send_bytes(_header(position, _REPORT) + _guarded(job.run, item, position, results))
+                    started = time.perf_counter_ns()
+                    report = _guarded(job.run, item, position, results)
+                    results.send_bytes(_header(position, _REPORT, time.perf_counter_ns() - started) + report)
     finally:
         job.close()
 
 
 async def _serve_async(
-    job: RemoteJob[object], inbox: queue.SimpleQueue[bytes], stopping: threading.Event, results: _Channel
+    job: RemoteJob[object],
+    inbox: queue.SimpleQueue[tuple[int, bytes] | None],
+    stopping: threading.Event,
+    results: _Channel,
 ) -> None:
     """The worker's runs of an ``async def`` flow: one event loop, one run at a time (waiting for input blocks it)."""
-    while (message := inbox.get()) and not stopping.is_set():
-        position, item = _input(message, results)
+    while (entry := inbox.get()) is not None and not stopping.is_set():
+        position, item = _input(entry, results)
         if position < 0:
             continue
+        started = time.perf_counter_ns()
         try:
             report = await job.run_async(item, position)
         except BaseException as exc:
             results.send_bytes(_header(position, _RAISED) + _describe(exc))
             raise
-        results.send_bytes(_header(position, _REPORT) + report)
+        results.send_bytes(_header(position, _REPORT, time.perf_counter_ns() - started) + report)
 
 
-def _input(message: bytes, results: _Channel) -> tuple[int, object]:
-    """A message's position and input; ``(-1, None)`` if the input can't be unpickled here (reported as such)."""
-    position = int.from_bytes(message[:8], "little", signed=True)
+def _input(entry: tuple[int, bytes], results: _Channel) -> tuple[int, object]:
+    """An input's position and the input; ``(-1, None)`` if it can't be unpickled here (reported as such)."""
+    position, data = entry
     try:
-        return position, pickle.loads(message[9:])  # noqa: S301 - from the calling process
+        return position, pickle.loads(data)  # noqa: S301 - from the calling process
     except Exception as exc:  # noqa: BLE001 - that record's failure
         results.send_bytes(_header(position, _UNREADABLE) + _describe(exc))
         return -1, None

@@ -36,12 +36,11 @@ from typing import Final, Generic, TypeVar
 
 from .._core.callbacks import type_name
 from .._core.result import RunResult
+from . import _window
 from .protocol import RunJob
 
 InputT = TypeVar("InputT")
 
-#: How far the window grows beyond its start, as `ThreadExecutor`'s.
-_GROWTH: Final = 1024
 #: ``AsyncExecutor()``'s tasks at once when not told.
 DEFAULT_TASKS: Final = 100
 
@@ -104,7 +103,7 @@ class _Loop(Generic[InputT]):
 
     def __init__(self, job: RunJob[InputT], inputs: Iterator[InputT], workers: int) -> None:
         self._job, self._inputs, self._workers = job, inputs, workers
-        self._window = 2 * workers
+        self._window = _window.start(workers)
         self._taken = 0  # inputs taken; written in the loop's thread only
         self._yielded = 0  # results yielded; written by the consumer only
         self._stopping = False
@@ -148,7 +147,7 @@ class _Loop(Generic[InputT]):
 
     def _full(self) -> bool:
         """The window is full: the consumer has results to take first."""
-        return self._taken - self._yielded >= self._window + min(self._yielded, _GROWTH)
+        return _window.full(self._taken, self._yielded, self._window)
 
     async def _work(self) -> None:
         """Take the next input when free (waiting while the window is full), run it, report its result."""
@@ -279,7 +278,7 @@ class _Here(Generic[InputT]):
         """The next input and its position, if a slot is free, the window has room and there is one."""
         if self._exhausted or len(self.running) >= self._workers:
             return None
-        if self._taken - self.yielded >= 2 * self._workers + min(self.yielded, _GROWTH):
+        if _window.full(self._taken, self.yielded, _window.start(self._workers)):
             return None
         try:
             if self._async_inputs is not None:

@@ -30,6 +30,7 @@ from typing import Final, Generic, TypeVar
 
 from .._core.callbacks import type_name
 from .._core.result import RunResult
+from . import _window
 from .protocol import RunJob
 
 InputT = TypeVar("InputT")
@@ -40,8 +41,6 @@ _DONE: Final = (-1, None)
 
 #: Seconds a worker waits before looking again when the window is full.
 _FULL: Final = 0.0005
-#: How far the window grows beyond its start (see `_Pool._take`).
-_GROWTH: Final = 1024
 
 
 def default_workers() -> int:
@@ -87,7 +86,7 @@ class ThreadExecutor:
         self, job: RunJob[InputT], inputs: Iterator[InputT], *, ordered: bool
     ) -> Generator[RunResult[InputT], None, None]:
         """Yield one result per input (see `Executor.map`); closing the generator stops the workers."""
-        pool = _Pool(job, inputs, self.workers, 2 * self.workers)
+        pool = _Pool(job, inputs, self.workers, _window.start(self.workers))
         pool.start()
         try:
             yield from pool.results(ordered=ordered)
@@ -126,10 +125,7 @@ class _Pool(Generic[InputT]):
             with self._taking:
                 if self._stopping.is_set():
                     return None
-                # The window: 2 per worker to start with, growing with the results taken (up
-                # to `_GROWTH` more), so that the first results come after few inputs and a
-                # long stream of short runs doesn't wait on the consumer's every result.
-                if self._taken - self._yielded < self._window + min(self._yielded, _GROWTH):
+                if not _window.full(self._taken, self._yielded, self._window):  # see `_window`
                     try:
                         item = next(self._inputs)
                     except StopIteration:
