@@ -149,14 +149,14 @@ class Writer:
         return count
 
     def _after(self) -> None:
-        """After a write alone: write those queued meanwhile, or let the token go."""
+        """After a write alone: hand the token to the first write queued meanwhile, or let it go."""
         if self._queue:
-            self._serve()
+            self._let_go()
             return
         token = self._token
         token.release()
         if self._queue and token.acquire(_NO_WAIT):  # one queued just as the token went
-            self._serve()
+            self._let_go()
 
     def _wait(self, queued: _Queued) -> Any:
         """Queue a write while another thread writes; return once it is written (by that thread, or this one)."""
@@ -171,7 +171,7 @@ class Writer:
             if queued.state == _DONE:
                 return queued.outcome()
         try:
-            self._batch(self._take([queued]), ours=True)
+            self._batch(self._take([queued]))
         finally:
             self._let_go()
         return queued.outcome()
@@ -206,19 +206,6 @@ class Writer:
             batch.append(queue.popleft())
         return batch
 
-    def _serve(self) -> None:
-        """
-        After a write alone: write those queued meanwhile, as one batch, then let the token go.
-
-        This thread runs already: writing them here saves waking one of theirs to do it.
-        """
-        try:
-            batch = self._take([])
-            if batch:
-                self._batch(batch, ours=False)
-        finally:
-            self._let_go()
-
     def _let_go(self) -> None:
         """Done writing: hand the token to the first queued write's thread, or release it."""
         queue, token = self._queue, self._token
@@ -244,12 +231,12 @@ class Writer:
         self.cursor.execute("COMMIT")
         return value
 
-    def _batch(self, batch: list[_Queued], *, ours: bool) -> None:
+    def _batch(self, batch: list[_Queued]) -> None:
         """
         Run *batch* in one transaction; on an error, roll it back and run each write alone.
 
-        When *ours*, the first of *batch* is this thread's: it gets its outcome
-        like the others, without a wake-up. An interruption of this thread (``KeyboardInterrupt``) rolls
+        The first of *batch* is this thread's: it gets its outcome like the
+        others, without a wake-up. An interruption of this thread (``KeyboardInterrupt``) rolls
         back what is not committed and queues those writes again, at the head
         of the queue, for the next thread to write.
         """
@@ -262,7 +249,7 @@ class Writer:
                         queued.error = exc
                     queued.state = _DONE
         finally:
-            others = batch[1:] if ours else batch
+            others = batch[1:]
             unwritten = [queued for queued in others if queued.state != _DONE]
             self._queue.extendleft(reversed(unwritten))  # this thread still holds the token
             for queued in others:
