@@ -1,6 +1,7 @@
 """
-Durable queues across processes (SQLite and PostgreSQL): producers and servers in processes of their own, exclusive servers and
-their take-over after SIGKILL, a clean stop at SIGTERM and SIGINT, and a message that kills its server every time.
+Durable queues across processes (SQLite and PostgreSQL): producers and servers in processes of their own,
+exclusive servers and their take-over after SIGKILL, a clean stop at SIGTERM and SIGINT, and a message that kills
+its server every time.
 
 The processes are tests/_queue_worker.py; every job commits a ledger row (key, step, pid) before the store learns
 it finished, so the ledger tells what really ran.
