@@ -782,7 +782,8 @@ def test_serve_needs_a_store_with_queues():
     runs_only.inner = MemoryStore()
     flow = Coordinator[int]([Step("a", lambda x: x)], store=runs_only)
     with pytest.raises(
-        TypeError, match=r"serve\(\) needs a store with queues \(SqliteStore, MemoryStore\), got .*RunsOnly"
+        TypeError,
+        match=r"serve\(\) needs a store with queues \(SqliteStore, PostgresStore, MemoryStore\), got .*RunsOnly",
     ):
         flow.serve("q")
 
