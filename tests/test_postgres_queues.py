@@ -21,6 +21,7 @@ from psycopg import sql
 
 import choreograph.durable.postgres as pg
 from choreograph import Coordinator, Entities, EntityContext, PostgresStore, Step, StoreError
+from choreograph.cli._commands import run_command
 from choreograph.durable.protocol import EntityCommit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -258,3 +259,24 @@ def test_a_key_with_nul_is_refused_and_an_error_with_nul_kept_readable(make_pg_s
     info = store.message_info("k")
     assert info is not None
     assert info.error == "ValueError: bad\\x00byte"
+
+
+# -- the command line ---------------------------------------------------------------------------------
+
+
+def test_the_queues_command_reads_a_postgres_store(
+    make_pg_store: Callable[..., PostgresStore], postgres_url: str, capsys: pytest.CaptureFixture[str]
+):
+    """``choreograph queues --store postgresql://...#schema`` counts the queues of that schema."""
+    store = make_pg_store()
+    store.enqueue("imports", 1, key="a")
+    store.enqueue("imports", 2, key="b", delay=3600)
+    store.enqueue("exports", 3, key="c")
+    store.claim("exports", "server", limit=1)
+    store.settle("c", "server", "failed", "ValueError: no")
+    assert run_command(["queues", "--store", f"{postgres_url}#{store.schema}"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "queue      queued   running      done    failed",
+        "exports         0         0         0         1",
+        "imports         2         0         0         0",
+    ]
