@@ -3,7 +3,9 @@ Durable runs on PostgreSQL: `SqliteStore`'s semantics for many processes on many
 
 A store is one schema of a database (``choreograph`` by default): a ``runs``
 row per key, an ``events`` row per finished callback, and ``store_version``,
-which marks the schema as choreograph's and holds its version. Opening a store
+which marks the schema as choreograph's and holds its version; durable queues
+(``messages``, ``queue_servers``: schema version 2) and durable entities
+(``entities``, ``entity_messages``: version 3) live next to them. Opening a store
 creates the schema when it is missing and migrates an older one, under an
 advisory lock, so that processes opening it at once don't race.
 
@@ -300,7 +302,10 @@ class PostgresStore:
     number of processes on any number of machines sharing the schema: a key
     is run by one holder at a time, a key whose lease expired (or whose
     holder on this machine is dead) is taken over, and an event is committed
-    before the next callback starts. Needs the extra ``choreograph[postgres]``
+    before the next callback starts. It has durable queues
+    (`choreograph.typing.QueueStore`: `enqueue`, ``Coordinator.serve``) and
+    durable entities (`choreograph.typing.EntityStore`) too, their claims
+    taken ``FOR UPDATE SKIP LOCKED``. Needs the extra ``choreograph[postgres]``
     (psycopg 3 and psycopg-pool).
 
     Args:
@@ -1149,7 +1154,9 @@ class PostgresStore:
 
     # -- entities (see `EntityStore`): each method one transaction, the entity's row locked -------
 
-    def _entity_error(self, what: str, kind: str, id: str) -> str:  # noqa: A002
+    @staticmethod
+    def _entity_doing(what: str, kind: str, id: str) -> str:  # noqa: A002
+        """What an entity method does, for its `StoreError`: ``commit entity k 'a'``."""
         return f"{what} entity {kind} {id!r}"
 
     def entity_send(self, kind: str, id: str, message: str) -> int:  # noqa: A002
@@ -1160,7 +1167,7 @@ class PostgresStore:
         inserted or updated first, and so locked, then the message numbered,
         so that an entity's messages are numbered in the order they commit.
         """
-        doing = self._entity_error("send a message to", kind, id)
+        doing = self._entity_doing("send a message to", kind, id)
         _, row = self._commits.run(f"{kind}\x00{id}", self._sql.entity_send, (kind, id, kind, id, message), doing)
         seq: int = row[0]  # an INSERT ... RETURNING gives its row
         return seq
@@ -1201,7 +1208,7 @@ class PostgresStore:
         """Commit a handling (see `EntityStore.entity_commit`): the next row while the claim is kept."""
         item, seq, state, timer, release = commit
         sql = self._sql
-        with self.connection(self._entity_error("commit", kind, id)) as conn, conn.transaction():
+        with self.connection(self._entity_doing("commit", kind, id)) as conn, conn.transaction():
             found = conn.execute(sql.entity_lock_held, (kind, id, self.owner)).fetchone()
             if found is None:
                 msg = f"lost the claim of entity {kind} {id!r} to another server"
@@ -1237,7 +1244,7 @@ class PostgresStore:
 
     def entity_fail(self, kind: str, id: str, key: str, item: EntityItem, *, interrupted: bool = False) -> None:  # noqa: A002
         """Block the entity behind its failed item and release it (see `EntityStore.entity_fail`): one statement."""
-        doing = self._entity_error("mark the failure of", kind, id)
+        doing = self._entity_doing("mark the failure of", kind, id)
         params = (key, item, interrupted, kind, id, self.owner)
         changed, _ = self._commits.run(f"{kind}\x00{id}", self._sql.entity_fail, params, doing)
         if not changed:
@@ -1247,7 +1254,7 @@ class PostgresStore:
     def entity_release(self, kind: str, id: str, *, started: bool) -> None:  # noqa: A002
         """Release this store's claim of the entity (see `EntityStore.entity_release`): one statement."""
         params = (started, kind, id, self.owner)
-        self._commits.run(f"{kind}\x00{id}", self._sql.entity_release, params, self._entity_error("release", kind, id))
+        self._commits.run(f"{kind}\x00{id}", self._sql.entity_release, params, self._entity_doing("release", kind, id))
 
     def entity_renew(self, kind: str, ids: Sequence[str]) -> list[str]:
         """Renew this store's claims of *ids* (one statement); return those it lost."""
@@ -1277,7 +1284,7 @@ class PostgresStore:
 
     def entity_retry(self, kind: str, id: str) -> bool:  # noqa: A002
         """Unblock the entity (see `EntityStore.entity_retry`)."""
-        with self.connection(self._entity_error("retry", kind, id)) as conn, conn.transaction():
+        with self.connection(self._entity_doing("retry", kind, id)) as conn, conn.transaction():
             found = conn.execute(self._sql.entity_lock_failed, (kind, id)).fetchone()
             if found is None:
                 return False
@@ -1287,7 +1294,7 @@ class PostgresStore:
     def entity_drop(self, kind: str, id: str) -> bool:  # noqa: A002
         """Discard the entity's failed item and unblock it (see `EntityStore.entity_drop`)."""
         sql = self._sql
-        with self.connection(self._entity_error("drop the failed item of", kind, id)) as conn, conn.transaction():
+        with self.connection(self._entity_doing("drop the failed item of", kind, id)) as conn, conn.transaction():
             found = conn.execute(sql.entity_lock_failed, (kind, id)).fetchone()
             if found is None:
                 return False
