@@ -24,28 +24,33 @@ in one thread, with no work in between:
 
 Rounds alternate between the cases, on fresh files; the best round of each wins.
 
-Run: ``make bench`` or ``python benchmarks/queues.py [--quick] [--strict] [--backend sqlite]``.
-Target: serve with one worker within 2.5x the serve floor (time per message).
+With ``--backend postgres`` the same cases run on the PostgreSQL server at
+``CHOREOGRAPH_TEST_POSTGRES`` (default ``postgresql://postgres@127.0.0.1:5432/test``):
+ours on a `PostgresStore` in a fresh schema per round (dropped afterwards),
+the floors on one psycopg connection in autocommit mode, on the store's own
+tables (a schema made by `PostgresStore`), claiming with one ``UPDATE`` of the
+row a ``SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1`` chose, as the store does.
 
-A Postgres variant is one more `Backend` in `BACKENDS`: a factory of
-``PostgresStore(url)`` (its schema dropped per round) and floors written with
-psycopg, claiming with ``SELECT ... FOR UPDATE SKIP LOCKED``; ``--backend``
-then chooses it.
+Run: ``make bench`` or ``python benchmarks/queues.py [--quick] [--strict] [--backend sqlite|postgres]``.
+Target: serve with one worker within 2.5x the serve floor (time per message).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sqlite3
 import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from choreograph import Coordinator, SqliteStore, Step
+from choreograph import Coordinator, PostgresStore, SqliteStore, Step
 
 TARGET = 2.5
 BUSY_TIMEOUT = 30.0  # seconds: SqliteStore's default busy_timeout
@@ -122,9 +127,11 @@ class Backend:
     floor: Callable[..., Case]  # floor(with_run=...)
 
 
-def sqlite_ours(workers: int) -> Case:
+def serve_on(open_store: Callable[[Path], Any], workers: int) -> Case:
+    """Ours: enqueue *n* messages into the store *open_store* makes of the round's path, then serve them all."""
+
     def measure(path: Path, n: int) -> Timing:
-        store = SqliteStore(path)
+        store = open_store(path)
         try:
             start = time.perf_counter()
             for i in range(n):
@@ -152,6 +159,10 @@ def sqlite_ours(workers: int) -> Case:
         return Timing(enqueued / n, elapsed / n)
 
     return measure
+
+
+def sqlite_ours(workers: int) -> Case:
+    return serve_on(SqliteStore, workers)
 
 
 def sqlite_floor(*, with_run: bool) -> Case:
@@ -195,8 +206,114 @@ def sqlite_floor(*, with_run: bool) -> Case:
     return measure
 
 
-#: The kinds of store measured (see the module's docstring for adding Postgres).
-BACKENDS: dict[str, Backend] = {"sqlite": Backend(ours=sqlite_ours, floor=sqlite_floor)}
+# -- PostgreSQL --------------------------------------------------------------------------------
+
+URL = os.environ.get("CHOREOGRAPH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+#: Every round's schema starts with this (and the round's label): dropped once measured.
+_SCHEMAS = f"bench_q_{uuid.uuid4().hex[:8]}"
+
+PG_ENQUEUE = (
+    "INSERT INTO {s}.messages (key, queue, status, payload, priority, due, enqueued, updated)"
+    " VALUES (%s, %s, 'queued', %s, 0, %s, %s, %s)"
+)
+PG_CLAIM = (
+    "WITH due AS (SELECT key FROM {s}.messages WHERE queue = %s AND status = 'queued' AND due <= %s"
+    " ORDER BY priority DESC, due, seq LIMIT 1 FOR UPDATE SKIP LOCKED)"
+    " UPDATE {s}.messages AS m SET status = 'running', owner = %s, lease_until = %s,"
+    " deliveries = m.deliveries + 1 FROM due WHERE m.key = due.key RETURNING m.key, m.payload"
+)
+PG_ACK = (
+    "UPDATE {s}.messages SET status = 'done', owner = NULL, lease_until = NULL, updated = %s"
+    " WHERE key = %s AND owner = %s"
+)
+PG_BEGIN_RUN = (
+    "INSERT INTO {s}.runs (key, status, generation, sessions, input, owner, lease_until, created, updated)"
+    " VALUES (%s, 'running', 1, 1, %s, %s, %s, %s, %s)"
+)
+PG_EVENT = (
+    "INSERT INTO {s}.events (key, generation, session, step, phase, outcome, output, attempts, seconds, at)"
+    " VALUES (%s, 1, 1, 'double', 'job', 'ok', %s, 1, 2e-6, %s) RETURNING id"
+)
+PG_FINISH_RUN = (
+    "UPDATE {s}.runs SET status = 'ok', result = %s, owner = NULL, lease_until = NULL, updated = %s"
+    " WHERE key = %s AND owner = %s"
+)
+
+
+def _schema(path: Path) -> str:
+    """The round's schema: named after the round's file, which it stands for."""
+    return f"{_SCHEMAS}_{path.stem.replace('-', '_').replace(',', '')}"
+
+
+def _drop(schema: str) -> None:
+    import psycopg  # noqa: PLC0415 - only with --backend postgres
+    from psycopg import sql  # noqa: PLC0415
+
+    with psycopg.connect(URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def postgres_ours(workers: int) -> Case:
+    measure = serve_on(lambda path: PostgresStore(URL, schema=_schema(path)), workers)
+
+    def measured(path: Path, n: int) -> Timing:
+        try:
+            return measure(path, n)
+        finally:
+            _drop(_schema(path))
+
+    return measured
+
+
+def postgres_floor(*, with_run: bool) -> Case:
+    def measure(path: Path, n: int) -> Timing:
+        import psycopg  # noqa: PLC0415 - only with --backend postgres
+        from psycopg import sql  # noqa: PLC0415
+
+        schema = _schema(path)
+        PostgresStore(URL, schema=schema).close()  # the store's own tables, in a schema of their own
+        quoted = sql.Identifier(schema).as_string()
+
+        def statement(template: str) -> str:
+            return template.replace("{s}", quoted)
+
+        enqueue, claim, ack = statement(PG_ENQUEUE), statement(PG_CLAIM), statement(PG_ACK)
+        begin, event, finish = statement(PG_BEGIN_RUN), statement(PG_EVENT), statement(PG_FINISH_RUN)
+        try:
+            with psycopg.connect(URL, autocommit=True) as conn:
+                execute, clock, owner = conn.execute, time.time, "host:1:server"
+                start = time.perf_counter()
+                for i in range(n):
+                    now = clock()
+                    execute(enqueue, (f"m{i}", QUEUE, str(i), now, now, now))
+                enqueued = time.perf_counter() - start
+                start = time.perf_counter()
+                while True:
+                    now = clock()
+                    row = execute(claim, (QUEUE, now, owner, now + 60.0)).fetchone()
+                    if row is None:
+                        break
+                    key = row[0]
+                    if with_run:
+                        execute(begin, (key, row[1], owner, now + 60.0, now, now))
+                        (number,) = execute(event, (key, str(job(int(row[1]))), clock())).fetchone() or (0,)
+                        execute(finish, (f"[{number}]", clock(), key, owner))
+                    execute(ack, (clock(), key, owner))
+                elapsed = time.perf_counter() - start
+                counted = execute(statement("SELECT count(*) FROM {s}.messages WHERE status = 'done'")).fetchone()
+                assert counted == (n,)  # noqa: S101
+        finally:
+            _drop(schema)
+        return Timing(enqueued / n, elapsed / n)
+
+    return measure
+
+
+#: The kinds of store measured.
+BACKENDS: dict[str, Backend] = {
+    "sqlite": Backend(ours=sqlite_ours, floor=sqlite_floor),
+    "postgres": Backend(ours=postgres_ours, floor=postgres_floor),
+}
 
 
 def best_of(rounds: int, n: int, directory: Path, cases: dict[str, Case]) -> dict[str, Timing]:
@@ -225,7 +342,8 @@ def main() -> int:
     args = parser.parse_args()
     rounds, n = (2, 300) if args.quick else (5, 3_000)
     backend = BACKENDS[args.backend]
-    print(f"Python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}, {args.backend}, {n} messages per round,")
+    where = f"SQLite {sqlite3.sqlite_version}" if args.backend == "sqlite" else "PostgreSQL (CHOREOGRAPH_TEST_POSTGRES)"
+    print(f"Python {sys.version.split()[0]}, {where}, {args.backend}, {n} messages per round,")
     print(f"a one-step durable flow, best of {rounds} rounds")
     cases = {
         "serve, 1 worker": backend.ours(1),

@@ -1011,7 +1011,7 @@ class Coordinator(Generic[InputT]):
             msg = "serve() needs a durable coordinator: create it with store=..."
             raise TypeError(msg)
         if not isinstance(store, QueueStore):
-            msg = f"serve() needs a store with queues (SqliteStore, MemoryStore), got {type_name(store)}"
+            msg = f"serve() needs a store with queues (SqliteStore, PostgresStore, MemoryStore), got {type_name(store)}"
             raise TypeError(msg)
         name = check_queue(queue)
         count = check_limit(workers, "workers")

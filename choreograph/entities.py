@@ -308,7 +308,7 @@ class Entities(Generic[StateT]):
         kind: The entities' kind: a non-empty name without ``/``. Kinds share
             the store; each has its own ids.
         store: A store implementing `choreograph.typing.EntityStore` as well
-            as `choreograph.typing.Store` (`SqliteStore`, `MemoryStore`).
+            as `choreograph.typing.Store` (`SqliteStore`, `PostgresStore`, `MemoryStore`).
 
     Raises:
         TypeError: *kind* is not a str, *store* not such a store, or ``StateT``
@@ -337,7 +337,7 @@ class Entities(Generic[StateT]):
         if not isinstance(chosen, Store) or not isinstance(chosen, EntityStore):
             msg = (
                 "store must implement choreograph.typing.Store and choreograph.typing.EntityStore"
-                f" (SqliteStore, MemoryStore), got {type_name(store)}"
+                f" (SqliteStore, PostgresStore, MemoryStore), got {type_name(store)}"
             )
             raise TypeError(msg)
         self._kind = kind

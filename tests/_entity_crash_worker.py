@@ -1,9 +1,10 @@
 """
 A server of tally entities for tests/test_entities_crash.py: serve, get SIGKILLed, serve again.
 
-Usage: ``python tests/_entity_crash_worker.py STORE_DB LEDGER_DB``
+Usage: ``python tests/_entity_crash_worker.py STORE LEDGER_DB``
 
-Serves the ``tally`` kind of a `SqliteStore` in STORE_DB with 4 workers until
+Serves the ``tally`` kind of the store STORE (a `SqliteStore`'s file, or a
+``postgresql://`` URL whose fragment names a `PostgresStore`'s schema) with 4 workers until
 nothing is due. A tally's state is the list of the message numbers it
 handled. The handler first commits a row ``(entity, n, pid)`` to the
 ``ledger`` table of LEDGER_DB (a separate file: the outside world's memory of
@@ -21,7 +22,7 @@ import sys
 import threading
 import time
 
-from choreograph import Entities, EntityContext, SqliteStore
+from choreograph import Entities, EntityContext, PostgresStore, SqliteStore
 
 LEDGER_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS ledger (id INTEGER PRIMARY KEY AUTOINCREMENT,"
@@ -50,7 +51,11 @@ def main(argv: list[str]) -> int:
             conn = local.conn = connect_ledger(ledger_path)
         return conn
 
-    store = SqliteStore(store_path, max_interruptions=1000)
+    if store_path.startswith("postgresql://"):
+        url, _, schema = store_path.partition("#")
+        store: SqliteStore | PostgresStore = PostgresStore(url, schema=schema, max_interruptions=1000)
+    else:
+        store = SqliteStore(store_path, max_interruptions=1000)
     kind = Entities[list[int]]("tally", store=store)
 
     @kind.handler(int)

@@ -5,7 +5,8 @@ Usage:
 
 - ``python tests/_queue_worker.py serve STORE LEDGER QUEUE [--workers N] [--exclusive] [--lease S]
   [--stop-when-done N] [--slow S] [--max-interruptions N]``:
-  serve QUEUE of the `SqliteStore` STORE with a flow of three steps (``reserve``, ``charge``, ``ship``),
+  serve QUEUE of the store STORE (a `SqliteStore`'s file, or a ``postgresql://`` URL whose fragment
+  names the `PostgresStore`'s schema) with a flow of three steps (``reserve``, ``charge``, ``ship``),
   until SIGTERM/SIGINT, or until the queue has N messages done (``--stop-when-done``). Every job first
   commits a row ``(key, step, pid, at)`` to the ``ledger`` table of LEDGER (a separate SQLite file: the
   outside world's memory of what really ran), then sleeps ``--slow`` seconds (default 0.001). A record
@@ -28,7 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from choreograph import Context, Coordinator, SqliteStore, Step
+from choreograph import Context, Coordinator, PostgresStore, SqliteStore, Step
 
 STEPS = ("reserve", "charge", "ship")
 LEDGER_SCHEMA = (
@@ -41,6 +42,14 @@ LEDGER_SCHEMA = (
 )
 
 
+def open_store(spec: str, **options: Any) -> SqliteStore | PostgresStore:
+    """STORE: a ``postgresql://...#schema`` URL opens a `PostgresStore`, anything else a `SqliteStore`'s file."""
+    if spec.startswith("postgresql://"):
+        url, _, schema = spec.partition("#")
+        return PostgresStore(url, schema=schema, **options)
+    return SqliteStore(spec, **options)
+
+
 def connect_ledger(path: str) -> sqlite3.Connection:
     """The ledger in autocommit mode: each INSERT is committed at once."""
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
@@ -49,7 +58,7 @@ def connect_ledger(path: str) -> sqlite3.Connection:
     return conn
 
 
-def flow(store: SqliteStore, ledger_path: str, slow: float) -> Coordinator[dict[str, Any]]:
+def flow(store: SqliteStore | PostgresStore, ledger_path: str, slow: float) -> Coordinator[dict[str, Any]]:
     local = threading.local()
     pid = os.getpid()
 
@@ -78,7 +87,7 @@ def serve(args: argparse.Namespace) -> int:
     setup = connect_ledger(args.ledger)
     setup.execute(LEDGER_SCHEMA)
     setup.close()
-    store = SqliteStore(args.store, lease=args.lease, max_interruptions=args.max_interruptions)
+    store = open_store(args.store, lease=args.lease, max_interruptions=args.max_interruptions)
     coordinator = flow(store, args.ledger, args.slow)
     stop = threading.Event()
     watcher = None
@@ -101,7 +110,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def produce(args: argparse.Namespace) -> int:
-    store = SqliteStore(args.store)
+    store = open_store(args.store)
     stored = sum(store.enqueue(args.queue, {"n": i}, key=f"m{i}") for i in range(args.first, args.first + args.count))
     store.close()
     print(stored, flush=True)  # noqa: T201 - the test reads it

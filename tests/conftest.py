@@ -109,6 +109,26 @@ def pg_schema() -> Iterator[Callable[[], str]]:
         drop_schemas(*made)
 
 
+@pytest.fixture
+def make_pg_store(pg_schema: Callable[[], str]) -> Iterator[Callable[..., PostgresStore]]:
+    """
+    Open PostgresStores on the test server with the options given; close them afterwards.
+
+    Each in a fresh schema (dropped after the test) unless given ``schema=``: pass
+    one store's ``schema`` to open another on the same tables.
+    """
+    opened: list[PostgresStore] = []
+
+    def make(**options: Any) -> PostgresStore:
+        options.setdefault("schema", pg_schema())
+        opened.append(PostgresStore(POSTGRES_URL + _NO_FSYNC_WAIT, **options))
+        return opened[-1]
+
+    yield make
+    for made in opened:
+        made.close()
+
+
 @pytest.fixture(params=STORES)
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Store]]:
     """Open stores of one kind, with the options given; close them afterwards (a PostgreSQL one in its own schema)."""

@@ -62,12 +62,15 @@ class Bad:
 Make = Callable[..., Any]
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
 def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Make]:
-    """Open stores of one kind (a new SQLite file each, or a MemoryStore) with the options given."""
+    """Open stores of one kind (a new SQLite file each, a MemoryStore, a PostgresStore in a fresh schema each)."""
     opened: list[SqliteStore | MemoryStore] = []
+    make_pg = request.getfixturevalue("make_pg_store") if request.param == "postgres" else None
 
-    def open_store(**options: Any) -> SqliteStore | MemoryStore:
+    def open_store(**options: Any) -> Store:
+        if make_pg is not None:
+            return make_pg(**options)  # type: ignore[no-any-return]
         made = (
             SqliteStore(tmp_path / f"entities{len(opened)}.db", **options)
             if request.param == "sqlite"

@@ -19,7 +19,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from choreograph import Entities, SqliteStore
+import pytest
+
+from choreograph import Entities, PostgresStore, SqliteStore
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "tests" / "_entity_crash_worker.py"
@@ -34,7 +36,22 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _start(store: Path, ledger: Path, log: Path) -> subprocess.Popen[bytes]:
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store: a SQLite file, or a ``postgresql://...#schema`` URL (a fresh schema)."""
+    if request.param == "postgres":
+        return f"{request.getfixturevalue('postgres_url')}#{request.getfixturevalue('pg_schema')()}"
+    return str(tmp_path / "store.db")
+
+
+def _open(spec: str) -> SqliteStore | PostgresStore:
+    if spec.startswith("postgresql://"):
+        url, _, schema = spec.partition("#")
+        return PostgresStore(url, schema=schema)
+    return SqliteStore(spec)
+
+
+def _start(store: str, ledger: Path, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, str(WORKER), str(store), str(ledger)], cwd=ROOT, env=_env(), stdout=out, stderr=out
@@ -53,13 +70,12 @@ def _ledger(path: Path) -> list[tuple[str, int, int]]:
         conn.close()
 
 
-def test_sigkill_at_random_moments_loses_no_message_and_applies_none_twice(tmp_path: Path):
-
-    store_path, ledger_path, log = tmp_path / "store.db", tmp_path / "ledger.db", tmp_path / "worker.log"
+def test_sigkill_at_random_moments_loses_no_message_and_applies_none_twice(tmp_path: Path, store_spec: str):
+    store_path, ledger_path, log = store_spec, tmp_path / "ledger.db", tmp_path / "worker.log"
     rng = random.Random(11)
     sent = dict.fromkeys(IDS, 0)
     killed: list[int] = []
-    with SqliteStore(store_path) as store:
+    with _open(store_path) as store:
         kind = Entities[list[int]]("tally", store=store)
 
         def send_some(count: int) -> None:

@@ -1,7 +1,7 @@
 """
 The entity store methods (`EntityStore`): claims across store objects, the commit's atomicity, and schema version 7.
 
-Claims between two store objects need two owners of one file: SQLite only.
+Claims between two store objects need two owners of one file or schema: SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -18,14 +18,30 @@ from choreograph.durable.protocol import EntityCommit, EntityStore
 from choreograph.durable.sqlite import SCHEMA_VERSION
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path):
+    if request.param == "postgres":
+        yield request.getfixturevalue("make_pg_store")(lease=0.3)
+        return
     made = SqliteStore(tmp_path / "e.db", lease=0.3) if request.param == "sqlite" else MemoryStore(lease=0.3)
     yield made
     made.close()
 
 
-def test_both_stores_implement_the_entity_protocol(store):
+@pytest.fixture(params=["sqlite", "postgres"])
+def two(request: pytest.FixtureRequest, tmp_path: Path):
+    """Two store objects (two owners) on one file or one schema, with a lease of 0.2 s."""
+    if request.param == "postgres":
+        make_pg = request.getfixturevalue("make_pg_store")
+        first = make_pg(lease=0.2)
+        yield first, make_pg(lease=0.2, schema=first.schema)
+        return
+    path = tmp_path / "e.db"
+    with SqliteStore(path, lease=0.2) as first, SqliteStore(path, lease=0.2) as second:
+        yield first, second
+
+
+def test_every_store_implements_the_entity_protocol(store):
     assert isinstance(store, EntityStore)
 
 
@@ -65,38 +81,36 @@ def test_entities_are_claimed_oldest_ready_first(store):
     assert store.entity_claim("other", 2) == []  # kinds are apart
 
 
-def test_a_lost_claim_refuses_the_commit_and_writes_nothing(tmp_path: Path):
+def test_a_lost_claim_refuses_the_commit_and_writes_nothing(two):
     """Another store object takes an expired claim over; the first one's commit raises and changes nothing."""
-    path = tmp_path / "e.db"
-    with SqliteStore(path, lease=0.2) as first, SqliteStore(path, lease=0.2) as second:
-        first.entity_send("k", "a", "1")
-        (row,) = first.entity_claim("k", 1)
-        assert second.entity_claim("k", 1) == []
-        assert second.entity_renew("k", ["a"]) == ["a"]
-        time.sleep(0.25)
-        (taken,) = second.entity_claim("k", 1)
-        assert taken.starts == 2  # the first server's start counted
-        with pytest.raises(StoreError, match="lost the claim of entity k 'a' to another server"):
-            first.entity_commit("k", "a", EntityCommit("message", row.head.seq, '"first"', None))
-        with pytest.raises(StoreError, match="lost the claim"):
-            first.entity_fail("k", "a", "key", "message")
-        assert second.entity_info("k", "a").pending == 1
-        assert second.entity_commit("k", "a", EntityCommit("message", taken.head.seq, '"second"', None)) is None
-        assert first.entity_info("k", "a").state == '"second"'
+    first, second = two
+    first.entity_send("k", "a", "1")
+    (row,) = first.entity_claim("k", 1)
+    assert second.entity_claim("k", 1) == []
+    assert second.entity_renew("k", ["a"]) == ["a"]
+    time.sleep(0.25)
+    (taken,) = second.entity_claim("k", 1)
+    assert taken.starts == 2  # the first server's start counted
+    with pytest.raises(StoreError, match="lost the claim of entity k 'a' to another server"):
+        first.entity_commit("k", "a", EntityCommit("message", row.head.seq, '"first"', None))
+    with pytest.raises(StoreError, match="lost the claim"):
+        first.entity_fail("k", "a", "key", "message")
+    assert second.entity_info("k", "a").pending == 1
+    assert second.entity_commit("k", "a", EntityCommit("message", taken.head.seq, '"second"', None)) is None
+    assert first.entity_info("k", "a").state == '"second"'
 
 
-def test_a_serving_store_object_takes_over_an_expired_claim(tmp_path: Path):
-    path = tmp_path / "e.db"
-    with SqliteStore(path, lease=0.2) as dead, SqliteStore(path, lease=0.2) as live:
-        kind = Entities[int]("k", store=live)
-        kind.handler(int)(lambda ctx, n: setattr(ctx, "state", n))
-        kind.send("a", 7)
-        assert dead.entity_claim("k", 1)  # claimed, never handled
-        kind.serve(until_idle=True)
-        assert kind.state("a") is None  # still held
-        time.sleep(0.25)
-        kind.serve(until_idle=True)
-        assert kind.state("a") == 7
+def test_a_serving_store_object_takes_over_an_expired_claim(two):
+    dead, live = two
+    kind = Entities[int]("k", store=live)
+    kind.handler(int)(lambda ctx, n: setattr(ctx, "state", n))
+    kind.send("a", 7)
+    assert dead.entity_claim("k", 1)  # claimed, never handled
+    kind.serve(until_idle=True)
+    assert kind.state("a") is None  # still held
+    time.sleep(0.25)
+    kind.serve(until_idle=True)
+    assert kind.state("a") == 7
 
 
 def test_drop_and_retry_on_each_kind_of_item(store):

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from choreograph import Context, Coordinator, JobFailed, MemoryStore, SqliteStore, Step, StoreError
+from choreograph import Context, Coordinator, JobFailed, MemoryStore, PostgresStore, SqliteStore, Step, StoreError
 from choreograph.durable.protocol import Message, MessageInfo, QueueStore, admit, may_hold
 from choreograph.durable.queues import DOORBELL, Doorbell, check_delay
 from choreograph.durable.serve import Served, Verdict, describe_error
@@ -32,21 +32,32 @@ from choreograph.events import RunEvent, RunFinished, RunStarted
 #: Seconds any wait in these tests gives up after: far longer than anything takes, short of a hang.
 PATIENCE = 30.0
 
-QUEUE_STORES = ["sqlite", "memory"]
+QUEUE_STORES = ["sqlite", "memory", "postgres"]
+
+AnyQueueStore = SqliteStore | MemoryStore | PostgresStore
 
 
 @pytest.fixture(params=QUEUE_STORES)
-def make_queue_store(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[Callable[..., SqliteStore | MemoryStore]]:
-    """Open queue stores of one kind (two SQLite ones share a file), with the options given; close them afterwards."""
-    opened: list[SqliteStore | MemoryStore] = []
-    shared: dict[str, MemoryStore] = {}
+def make_queue_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., AnyQueueStore]]:
+    """
+    Open queue stores of one kind, with the options given; close them afterwards.
 
-    def make(**options: Any) -> SqliteStore | MemoryStore:
+    Two stores of a test share their tables: SQLite ones a file, PostgreSQL ones a
+    schema (fresh for the test); a memory store can only be shared as the same object.
+    """
+    opened: list[AnyQueueStore] = []
+    shared: dict[str, MemoryStore] = {}
+    schema: list[str] = []
+    make_pg = request.getfixturevalue("make_pg_store") if request.param == "postgres" else None
+
+    def make(**options: Any) -> AnyQueueStore:
+        made: AnyQueueStore
         if request.param == "sqlite":
-            made: SqliteStore | MemoryStore = SqliteStore(tmp_path / "queues.db", **options)
-        else:  # a memory store can only be shared as the same object
+            made = SqliteStore(tmp_path / "queues.db", **options)
+        elif make_pg is not None:
+            made = make_pg(**options) if not schema else make_pg(schema=schema[0], **options)
+            schema.append(made.schema)
+        else:
             made = shared.setdefault("store", MemoryStore(**options))
         opened.append(made)
         return made
@@ -57,7 +68,7 @@ def make_queue_store(
 
 
 @pytest.fixture
-def store(make_queue_store: Callable[..., SqliteStore | MemoryStore]) -> SqliteStore | MemoryStore:
+def store(make_queue_store: Callable[..., AnyQueueStore]) -> AnyQueueStore:
     return make_queue_store()
 
 
@@ -127,7 +138,7 @@ def counts(store: QueueStore, queue: str = "q") -> dict[str, int]:
 # -- enqueue: what is stored, and dedup ---------------------------------------------------------
 
 
-def test_enqueue_stores_a_message_once_per_key(store: SqliteStore | MemoryStore):
+def test_enqueue_stores_a_message_once_per_key(store: AnyQueueStore):
     """A second enqueue of a queued key returns False and stores nothing: the first record, priority and time stay."""
     before = time.time()
     assert store.enqueue("imports", {"invoice": 42}, key="INV-42", priority=3) is True
@@ -146,14 +157,14 @@ def test_enqueue_stores_a_message_once_per_key(store: SqliteStore | MemoryStore)
     assert store.decode(message.payload) == {"invoice": 42}
 
 
-def test_an_int_key_is_the_str_key(store: SqliteStore | MemoryStore):
+def test_an_int_key_is_the_str_key(store: AnyQueueStore):
     """Keys are strings, as for run(key=): 7 and "7" are one key."""
     assert store.enqueue("q", 1, key=7)
     assert not store.enqueue("q", 2, key="7")
     assert store.message_info("7") is not None
 
 
-def test_a_running_or_done_key_is_not_queued_again(store: SqliteStore | MemoryStore):
+def test_a_running_or_done_key_is_not_queued_again(store: AnyQueueStore):
     """While its message is claimed (running), and once it is done, enqueue returns False."""
     store.enqueue("q", 1, key="k")
     [message] = store.claim("q", "server", limit=1)
@@ -165,7 +176,7 @@ def test_a_running_or_done_key_is_not_queued_again(store: SqliteStore | MemorySt
     assert counts(store) == {"queued": 0, "running": 0, "done": 1, "failed": 0}
 
 
-def test_a_failed_key_is_queued_again_with_the_new_record(store: SqliteStore | MemoryStore):
+def test_a_failed_key_is_queued_again_with_the_new_record(store: AnyQueueStore):
     """A failed message is queued again (True): the new record, queue and priority; its deliveries are kept."""
     store.enqueue("q", "old", key="k", priority=1)
     store.claim("q", "server", limit=1)
@@ -180,7 +191,7 @@ def test_a_failed_key_is_queued_again_with_the_new_record(store: SqliteStore | M
     assert (store.decode(message.payload), message.deliveries) == ("new", 2)
 
 
-def test_keys_are_shared_with_durable_runs(store: SqliteStore | MemoryStore):
+def test_keys_are_shared_with_durable_runs(store: AnyQueueStore):
     """A key run ok with run(key=) is done (False); a failed one is queued (True) and its run resumes when served."""
     fail = [True]
     calls: list[str] = []
@@ -211,7 +222,7 @@ def test_keys_are_shared_with_durable_runs(store: SqliteStore | MemoryStore):
     assert calls == ["second"]  # restored, not run
 
 
-def test_a_key_run_elsewhere_now_is_not_queued(store: SqliteStore | MemoryStore):
+def test_a_key_run_elsewhere_now_is_not_queued(store: AnyQueueStore):
     """While run(key=) runs a key (a live lease), enqueue returns False; once it failed, True."""
     started, release = threading.Event(), threading.Event()
 
@@ -266,7 +277,7 @@ def test_admit_decides_by_message_then_run():
     ],
 )
 def test_bad_arguments_are_refused_and_nothing_is_stored(
-    store: SqliteStore | MemoryStore, options: dict[str, Any], error: type[Exception], text: str
+    store: AnyQueueStore, options: dict[str, Any], error: type[Exception], text: str
 ):
     """Each mistake raises naming it; the store is left without a message."""
     arguments: dict[str, Any] = {"queue": "q", "record": 1, "key": "k", **options}
@@ -278,14 +289,14 @@ def test_bad_arguments_are_refused_and_nothing_is_stored(
     assert store.message_info("k") is None
 
 
-def test_the_edges_of_priority_and_delay_are_accepted(store: SqliteStore | MemoryStore):
+def test_the_edges_of_priority_and_delay_are_accepted(store: AnyQueueStore):
     assert store.enqueue("q", 1, key="low", priority=-(2**31), delay=0)
     assert store.enqueue("q", 1, key="high", priority=2**31 - 1, delay=timedelta(0))
     assert [m.key for m in store.claim("q", "s", limit=5)] == ["high", "low"]
     assert check_delay(1.5) == 1.5
 
 
-def test_queue_info_checks_the_name(store: SqliteStore | MemoryStore):
+def test_queue_info_checks_the_name(store: AnyQueueStore):
     with pytest.raises(ValueError, match="must not be empty"):
         store.queue_info("")
     with pytest.raises(TypeError, match="must be a str"):
@@ -297,7 +308,7 @@ def test_queue_info_checks_the_name(store: SqliteStore | MemoryStore):
 # -- claims: order, delay, leases -----------------------------------------------------------------
 
 
-def test_claims_go_by_priority_then_age(store: SqliteStore | MemoryStore):
+def test_claims_go_by_priority_then_age(store: AnyQueueStore):
     """Higher priority first; within a priority, the message due first (ties in the order stored)."""
     for key, priority in [("a", 0), ("b", 5), ("c", 0), ("d", 5), ("e", -1), ("f", 1)]:
         store.enqueue("q", key, key=key, priority=priority)
@@ -309,7 +320,7 @@ def test_claims_go_by_priority_then_age(store: SqliteStore | MemoryStore):
     assert store.claim("q", "s", limit=10) == []
 
 
-def test_a_delayed_message_is_claimed_once_due_and_counts_as_queued(store: SqliteStore | MemoryStore):
+def test_a_delayed_message_is_claimed_once_due_and_counts_as_queued(store: AnyQueueStore):
     """delay= defers a message: counted as queued meanwhile, taken once due (ahead of younger ones of its priority)."""
     before = time.time()
     store.enqueue("q", 1, key="later", delay=timedelta(hours=1))
@@ -326,7 +337,7 @@ def test_a_delayed_message_is_claimed_once_due_and_counts_as_queued(store: Sqlit
     assert counts(store) == {"queued": 1, "running": 2, "done": 0, "failed": 0}
 
 
-def test_a_claim_is_settled_or_given_back_only_by_its_holder(store: SqliteStore | MemoryStore):
+def test_a_claim_is_settled_or_given_back_only_by_its_holder(store: AnyQueueStore):
     store.enqueue("q", 1, key="k")
     store.claim("q", "mine", limit=1)
     assert not store.settle("k", "theirs", "done")
@@ -354,7 +365,7 @@ def test_an_expired_claim_counts_as_queued_and_is_recovered(make_queue_store: Ca
     assert not store.settle("first", "elsewhere:1:dead", "done")
 
 
-def test_a_claim_of_a_dead_process_is_recovered_at_once(store: SqliteStore | MemoryStore):
+def test_a_claim_of_a_dead_process_is_recovered_at_once(store: AnyQueueStore):
     """A claimant that is a dead process of this machine: its claims are queued again without waiting for the lease."""
     dead = dead_pid()
     store.enqueue("q", 1, key="k")
@@ -392,7 +403,7 @@ def test_the_exclusive_lease_of_a_queue(make_queue_store: Callable[..., Any]):
     assert may_hold("x", 10.0, owner="y", now=1.0, alive=lambda holder: False)
 
 
-def test_prune_deletes_the_finished_message_with_its_run(store: SqliteStore | MemoryStore):
+def test_prune_deletes_the_finished_message_with_its_run(store: AnyQueueStore):
     """Once a done key's run is pruned, the key can be queued again; a queued message is never pruned."""
     flow = Coordinator[int]([Step("a", lambda x: x)], store=store)
     store.enqueue("q", 1, key="done")
@@ -446,7 +457,7 @@ def test_a_closed_store_refuses_queue_calls(make_queue_store: Callable[..., Any]
 # -- serve ---------------------------------------------------------------------------------------------------
 
 
-def test_serve_runs_each_message_as_a_durable_run_keyed_by_its_key(store: SqliteStore | MemoryStore):
+def test_serve_runs_each_message_as_a_durable_run_keyed_by_its_key(store: AnyQueueStore):
     """The record is the run's input; listeners see the runs; failures are kept on the message; counts come back."""
     events: list[RunEvent] = []
 
@@ -474,7 +485,7 @@ def test_serve_runs_each_message_as_a_durable_run_keyed_by_its_key(store: Sqlite
     assert len(finished) == 6
 
 
-def test_serve_takes_messages_by_priority_then_age(store: SqliteStore | MemoryStore):
+def test_serve_takes_messages_by_priority_then_age(store: AnyQueueStore):
     recorder = Recorder()
     flow = Coordinator[Any]([recorder.step("first")], store=store)
     for key, priority in [("a", 0), ("b", 2), ("c", 0), ("d", 2), ("e", 1)]:
@@ -483,7 +494,7 @@ def test_serve_takes_messages_by_priority_then_age(store: SqliteStore | MemorySt
     assert recorder.order == ["b", "d", "e", "a", "c"]
 
 
-def test_a_failed_message_queued_again_resumes_its_run(store: SqliteStore | MemoryStore):
+def test_a_failed_message_queued_again_resumes_its_run(store: AnyQueueStore):
     """The completed steps are restored, only the failed one runs again."""
     recorder = Recorder()
     broken = [True]
@@ -570,7 +581,7 @@ def test_servers_in_threads_run_every_message_once(make_queue_store: Callable[..
     assert all(stores[0].run_info(key).status == "ok" for key in keys)  # type: ignore[union-attr]
 
 
-def test_messages_enqueued_while_serving_are_taken(store: SqliteStore | MemoryStore):
+def test_messages_enqueued_while_serving_are_taken(store: AnyQueueStore):
     """A server waiting on an empty queue takes what producers (threads here) store, until stopped."""
     recorder = Recorder()
     flow = Coordinator[int]([recorder.step("first")], store=store)
@@ -629,7 +640,7 @@ def test_a_key_busy_elsewhere_is_given_back_then_done(make_queue_store: Callable
     assert store.run_info("k").sessions == 1  # type: ignore[union-attr]  # the served runs ran nothing
 
 
-def test_a_handler_that_raises_gives_the_message_back(store: SqliteStore | MemoryStore, log_records: list[Any]):
+def test_a_handler_that_raises_gives_the_message_back(store: AnyQueueStore, log_records: list[Any]):
     """The serve loop with a handler of its own (as entities use it): an exception gives back and is logged."""
     seen: list[int] = []
 
@@ -655,15 +666,20 @@ def test_a_handler_that_raises_gives_the_message_back(store: SqliteStore | Memor
     assert "handling key k raised RuntimeError('flaky'); given back" in warnings[0]["message"]
 
 
-def take_over(store: SqliteStore | MemoryStore, key: str) -> None:
+def take_over(store: AnyQueueStore, key: str) -> None:
     """What another server does to a claim this one let expire: recover it and claim it."""
     if isinstance(store, SqliteStore):
         store.connection().execute("UPDATE messages SET owner = 'elsewhere:1:other' WHERE key = ?", (key,))
+    elif isinstance(store, PostgresStore):
+        with store.connection() as conn:
+            conn.execute(
+                store._sql.format("UPDATE {s}.messages SET owner = 'elsewhere:1:other' WHERE key = %s"), (key,)
+            )
     else:
         store._queues.messages[key].owner = "elsewhere:1:other"
 
 
-def test_a_message_taken_over_by_another_server_is_counted_lost(store: SqliteStore | MemoryStore):
+def test_a_message_taken_over_by_another_server_is_counted_lost(store: AnyQueueStore):
     """A server that can't settle (another server took the message over meanwhile) counts it as lost."""
 
     def handle(message: Message) -> Verdict:
@@ -723,7 +739,7 @@ def test_a_message_that_could_never_be_settled_is_counted_lost(make_queue_store:
     wait_for(lambda: counts(store)["queued"] == 1, "the claim to expire")  # for the next server to settle
 
 
-def test_serve_refuses_what_it_cannot_serve(store: SqliteStore | MemoryStore):
+def test_serve_refuses_what_it_cannot_serve(store: AnyQueueStore):
     flow = Coordinator[int]([Step("a", lambda x: x)], store=store)
     with pytest.raises(TypeError, match=r"serve\(\) needs a durable coordinator: create it with store="):
         Coordinator[int]([Step("a", lambda x: x)]).serve("q")
@@ -766,12 +782,13 @@ def test_serve_needs_a_store_with_queues():
     runs_only.inner = MemoryStore()
     flow = Coordinator[int]([Step("a", lambda x: x)], store=runs_only)
     with pytest.raises(
-        TypeError, match=r"serve\(\) needs a store with queues \(SqliteStore, MemoryStore\), got .*RunsOnly"
+        TypeError,
+        match=r"serve\(\) needs a store with queues \(SqliteStore, PostgresStore, MemoryStore\), got .*RunsOnly",
     ):
         flow.serve("q")
 
 
-def test_serve_with_stop_already_set_returns_at_once(store: SqliteStore | MemoryStore):
+def test_serve_with_stop_already_set_returns_at_once(store: AnyQueueStore):
     flow = Coordinator[int]([Step("a", lambda x: x)], store=store)
     store.enqueue("q", 1, key="k")
     stop = threading.Event()
@@ -817,7 +834,7 @@ def test_stopping_lets_the_runs_in_flight_finish(make_queue_store: Callable[...,
     assert store.message_info("second").status == "queued"  # type: ignore[union-attr]
 
 
-def test_sigint_in_the_main_thread_stops_serving_and_the_handlers_come_back(store: SqliteStore | MemoryStore):
+def test_sigint_in_the_main_thread_stops_serving_and_the_handlers_come_back(store: AnyQueueStore):
     """serve() in the main thread: SIGINT stops it as stop= would; the handlers it replaced are restored."""
     flow = Coordinator[int]([Step("a", lambda x: x)], store=store)
     store.enqueue("q", 1, key="k")

@@ -2,7 +2,8 @@
 A served queue survives SIGKILL: kill the server again and again at random moments, restart it each time, then
 let it finish.
 
-tests/_queue_worker.py serves a queue of messages through three steps on a `SqliteStore`, four at a time; every
+tests/_queue_worker.py serves a queue of messages through three steps on a `SqliteStore` (or a
+`PostgresStore`), four at a time; every
 job first commits a row to a separate ledger database (the outside world's memory of what really ran). The
 server is killed with SIGKILL once it has committed a random number of ledger rows, restarted at once (the
 restart takes the dead server's claims back at its first look: it was a process of this machine), and at the
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from choreograph import Event, SqliteStore
+from choreograph import Event, PostgresStore, SqliteStore
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "tests" / "_queue_worker.py"
@@ -38,6 +39,21 @@ MESSAGES = 1500
 KILLS = 10
 ROWS_BEFORE_KILL = (30, 300)
 PATIENCE = 60.0
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store the server runs on: a SQLite file, or a ``postgresql://...#schema`` URL (a fresh schema)."""
+    if request.param == "postgres":
+        return f"{request.getfixturevalue('postgres_url')}#{request.getfixturevalue('pg_schema')()}"
+    return str(tmp_path / "store.db")
+
+
+def open_store(spec: str) -> SqliteStore | PostgresStore:
+    if spec.startswith("postgresql://"):
+        url, _, schema = spec.partition("#")
+        return PostgresStore(url, schema=schema)
+    return SqliteStore(spec)
 
 
 def ledger(path: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
@@ -52,7 +68,7 @@ def ledger(path: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[
             raise
 
 
-def start(store: Path, ledger_path: Path, log: Path, *options: str) -> subprocess.Popen[bytes]:
+def start(store: str, ledger_path: Path, log: Path, *options: str) -> subprocess.Popen[bytes]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     with log.open("wb") as out:
         return subprocess.Popen(
@@ -74,7 +90,7 @@ def start(store: Path, ledger_path: Path, log: Path, *options: str) -> subproces
         )
 
 
-def serve_with_kills(tmp_path: Path, store_path: Path, ledger_path: Path) -> list[int]:
+def serve_with_kills(tmp_path: Path, store_path: str, ledger_path: Path) -> list[int]:
     """Start the server KILLS times, SIGKILL each once it committed a random number of rows; then let one finish."""
     rng = random.Random(4321)
     killed: list[int] = []
@@ -124,9 +140,9 @@ def check_ledger(
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
-def test_a_served_queue_survives_repeated_sigkill(tmp_path: Path):
-    store_path, ledger_path = tmp_path / "store.db", tmp_path / "ledger.db"
-    with SqliteStore(store_path) as store:
+def test_a_served_queue_survives_repeated_sigkill(tmp_path: Path, store_spec: str):
+    store_path, ledger_path = store_spec, tmp_path / "ledger.db"
+    with open_store(store_path) as store:
         for n in range(MESSAGES):
             assert store.enqueue("q", {"n": n}, key=f"m{n}", priority=n % 3)
     began = time.monotonic()
@@ -134,7 +150,7 @@ def test_a_served_queue_survives_repeated_sigkill(tmp_path: Path):
     elapsed = time.monotonic() - began
 
     keys = [f"m{n}" for n in range(MESSAGES)]
-    with SqliteStore(store_path) as store:
+    with open_store(store_path) as store:
         assert dict(store.queue_info("q")) == {"queued": 0, "running": 0, "done": MESSAGES, "failed": 0}
         infos = {key: store.run_info(key) for key in keys}
         assert all(info is not None and info.status == "ok" for info in infos.values())

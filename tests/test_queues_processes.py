@@ -1,6 +1,7 @@
 """
-Durable queues across processes (SQLite): producers and servers in processes of their own, exclusive servers and
-their take-over after SIGKILL, a clean stop at SIGTERM and SIGINT, and a message that kills its server every time.
+Durable queues across processes (SQLite and PostgreSQL): producers and servers in processes of their own,
+exclusive servers and their take-over after SIGKILL, a clean stop at SIGTERM and SIGINT, and a message that kills
+its server every time.
 
 The processes are tests/_queue_worker.py; every job commits a ledger row (key, step, pid) before the store learns
 it finished, so the ledger tells what really ran.
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from choreograph import SqliteStore
+from choreograph import PostgresStore, SqliteStore
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "tests" / "_queue_worker.py"
@@ -59,8 +60,8 @@ def wait_for(condition: Callable[[], bool], what: str, procs: list[subprocess.Po
 class Processes:
     """Starts worker processes on one store and ledger; kills whatever is left at the end."""
 
-    def __init__(self, tmp_path: Path) -> None:
-        self.store = tmp_path / "store.db"
+    def __init__(self, tmp_path: Path, store: str) -> None:
+        self.store = store
         self.ledger = tmp_path / "ledger.db"
         self.tmp_path = tmp_path
         self.env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
@@ -81,13 +82,13 @@ class Processes:
 
     def serve(self, *options: str) -> subprocess.Popen[str]:
         """A server of queue "q"; returns once it says it is serving."""
-        proc = self.start("serve", str(self.store), str(self.ledger), "q", *options)
+        proc = self.start("serve", self.store, str(self.ledger), "q", *options)
         assert proc.stdout is not None
         assert proc.stdout.readline() == "serving\n", self.log(proc)
         return proc
 
     def produce(self, first: int, count: int) -> subprocess.Popen[str]:
-        return self.start("produce", str(self.store), "q", str(first), str(count))
+        return self.start("produce", self.store, "q", str(first), str(count))
 
     def log(self, proc: subprocess.Popen[str]) -> str:
         index = self.started.index(proc)
@@ -108,22 +109,35 @@ class Processes:
                 proc.stdout.close()
 
 
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    made = Processes(tmp_path)
+@pytest.fixture(params=["sqlite", "postgres"])
+def procs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Processes]:
+    """Worker processes on a store of one kind: a SQLite file, or a PostgreSQL schema (fresh, dropped after)."""
+    if request.param == "postgres":
+        store = f"{request.getfixturevalue('postgres_url')}#{request.getfixturevalue('pg_schema')()}"
+    else:
+        store = str(tmp_path / "store.db")
+    made = Processes(tmp_path, store)
     try:
         yield made
     finally:
         made.kill_all()
 
 
-def queue_info(path: Path) -> dict[str, int]:
-    with SqliteStore(path) as store:
+def open_store(spec: str) -> SqliteStore | PostgresStore:
+    """The store *spec* names: a ``postgresql://...#schema`` URL, or a SQLite file."""
+    if spec.startswith("postgresql://"):
+        url, _, schema = spec.partition("#")
+        return PostgresStore(url, schema=schema)
+    return SqliteStore(spec)
+
+
+def queue_info(spec: str) -> dict[str, int]:
+    with open_store(spec) as store:
         return dict(store.queue_info("q"))
 
 
-def enqueue(path: Path, keys: range, **options: object) -> None:
-    with SqliteStore(path) as store:
+def enqueue(spec: str, keys: range, **options: object) -> None:
+    with open_store(spec) as store:
         for n in keys:
             assert store.enqueue("q", {"n": n}, key=f"m{n}", **options)  # type: ignore[arg-type]
 
@@ -146,7 +160,7 @@ def test_producers_in_processes_while_servers_in_processes_serve(procs: Processe
     ran = Counter((key, step) for key, step, _ in ledger_rows(procs.ledger))
     assert ran == Counter({(f"m{n}", step): 1 for n in range(total) for step in STEPS})  # no doubled claims
     assert queue_info(procs.store) == {"queued": 0, "running": 0, "done": total, "failed": 0}
-    with SqliteStore(procs.store) as store:
+    with open_store(procs.store) as store:
         assert store.counts()["ok"] == total
         store.verify()
 
@@ -172,7 +186,7 @@ def test_an_exclusive_server_is_taken_over_after_sigkill(procs: Processes):
     assert set(by_step) == {(f"m{n}", step) for n in range(30) for step in STEPS}
     twice = {pair: n for pair, n in by_step.items() if n > 1}
     assert len(twice) <= 2, twice  # at most the steps the kill caught in flight, one per worker
-    with SqliteStore(procs.store) as store:
+    with open_store(procs.store) as store:
         assert store.counts()["ok"] == 30
         for key, _ in twice:
             assert store.run_info(key).sessions == 2  # type: ignore[union-attr]  # resumed by the second
@@ -198,7 +212,7 @@ def test_a_message_that_kills_its_server_is_poisoned_and_the_queue_goes_on(procs
 
     The poison has the highest priority, so that with one worker it is the only message in flight when it strikes.
     """
-    with SqliteStore(procs.store) as store:
+    with open_store(procs.store) as store:
         assert store.enqueue("q", {"n": -1, "poison": True}, key="poison", priority=9)
     enqueue(procs.store, range(10))
     exits = []
@@ -209,7 +223,7 @@ def test_a_message_that_kills_its_server_is_poisoned_and_the_queue_goes_on(procs
         if server.returncode == 0:
             break
     assert exits == [3, 3, 3, 0]  # run, resumed twice, then poisoned
-    with SqliteStore(procs.store) as store:
+    with open_store(procs.store) as store:
         poison = store.message_info("poison")
         assert poison is not None
         assert poison.status == "failed"

@@ -3,7 +3,9 @@ Durable runs on PostgreSQL: `SqliteStore`'s semantics for many processes on many
 
 A store is one schema of a database (``choreograph`` by default): a ``runs``
 row per key, an ``events`` row per finished callback, and ``store_version``,
-which marks the schema as choreograph's and holds its version. Opening a store
+which marks the schema as choreograph's and holds its version; durable queues
+(``messages``, ``queue_servers``: schema version 2) and durable entities
+(``entities``, ``entity_messages``: version 3) live next to them. Opening a store
 creates the schema when it is missing and migrates an older one, under an
 advisory lock, so that processes opening it at once don't race.
 
@@ -44,6 +46,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
+from datetime import timedelta
 from types import ModuleType
 from typing import Any, Final, Self
 
@@ -52,11 +55,35 @@ from .._core.result import Outcome
 from .._errors import Phase, StoreError
 from .codec import Codec, CodecError, JsonCodec
 from .leases import is_alive, new_owner
-from .protocol import TRACE_CONTEXT_LIMIT, Begun, Ending, Event, NewEvent, Restore, Row, RunInfo, Status, begin_row
+from .protocol import (
+    TRACE_CONTEXT_LIMIT,
+    Begun,
+    Ending,
+    EntityCommit,
+    EntityInfo,
+    EntityItem,
+    EntityMessage,
+    EntityRow,
+    Event,
+    Message,
+    MessageInfo,
+    MessageStatus,
+    NewEvent,
+    Restore,
+    Row,
+    RunInfo,
+    Settled,
+    Status,
+    admit,
+    begin_row,
+    entity_ready,
+    may_hold,
+)
+from .queues import DOORBELL, MESSAGE_STATUSES, check_limit, check_queue, checked_message, run_is_live
 from .runlist import STATUSES, RunList, checked_limit, describe
 
 #: The version of the schema this choreograph writes (its own numbering, apart from SQLite's).
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 3
 #: Marks a schema as choreograph's: its ``store_version`` table has a row of this application.
 APPLICATION: Final = "choreograph"
 #: Runs read per query when iterating `PostgresStore.runs`.
@@ -66,6 +93,9 @@ _NAME_LIMIT: Final = 63
 
 #: The server's clock, in seconds since the epoch: leases and recorded times are read from it.
 _NOW: Final = "extract(epoch FROM clock_timestamp())::float8"
+#: The server's clock when the statement started: one time for every use in a statement (a message's
+#: ``due`` and ``enqueued``, a claim's due messages and its lease), where ``_NOW`` reads the clock at each.
+_TS: Final = "extract(epoch FROM statement_timestamp())::float8"
 
 # The schema, as statements over ``{s}`` (the quoted schema name). Keys and steps compare as
 # bytes (COLLATE "C"): runs list in the same order as in every other store, and an ASCII-only
@@ -114,9 +144,71 @@ CREATE TABLE {s}.events (
 CREATE INDEX events_by_run ON {s}.events (key, generation, id)
 """
 
+# Version 2: durable queues (SQLite's version 6). A message per key (keys are one namespace, shared
+# with the runs), claimed by priority, then due time, then the order it was stored in (``seq``), on the
+# index ``messages_ready``; the claims of a server, renewed together (``messages_by_owner``); a
+# queue's exclusive server. Times are the server's clock.
+_SCHEMA_QUEUES: Final = """
+CREATE TABLE {s}.messages (
+    key text COLLATE "C" PRIMARY KEY,
+    queue text COLLATE "C" NOT NULL,
+    status text NOT NULL,
+    payload text NOT NULL,
+    priority integer NOT NULL,
+    due double precision NOT NULL,
+    enqueued double precision NOT NULL,
+    updated double precision NOT NULL,
+    deliveries integer NOT NULL DEFAULT 0,
+    owner text,
+    lease_until double precision,
+    error text,
+    seq bigint GENERATED ALWAYS AS IDENTITY
+);
+CREATE INDEX messages_ready ON {s}.messages (queue, status, priority DESC, due, seq);
+CREATE INDEX messages_by_owner ON {s}.messages (owner) WHERE owner IS NOT NULL;
+CREATE TABLE {s}.queue_servers (
+    queue text COLLATE "C" PRIMARY KEY,
+    owner text NOT NULL,
+    lease_until double precision NOT NULL,
+    since double precision NOT NULL
+)
+"""
+
+# Version 3: durable entities (SQLite's version 7): a row per entity (its state, timer, boot flag,
+# failure and claim, and when it is next due, on an index) and the messages queued for them, numbered
+# in the order they were stored (an identity: a number is never reused, as it names a durable run).
+_SCHEMA_ENTITIES: Final = """
+CREATE TABLE {s}.entities (
+    kind text COLLATE "C" NOT NULL,
+    id text COLLATE "C" NOT NULL,
+    state text,
+    version integer NOT NULL DEFAULT 0,
+    timer double precision,
+    boot boolean NOT NULL DEFAULT false,
+    starts integer NOT NULL DEFAULT 0,
+    failed text,
+    failed_item text,
+    owner text,
+    lease_until double precision,
+    ready double precision,
+    created double precision NOT NULL,
+    updated double precision NOT NULL,
+    PRIMARY KEY (kind, id)
+);
+CREATE INDEX entities_by_ready ON {s}.entities (kind, ready, id) WHERE ready IS NOT NULL;
+CREATE TABLE {s}.entity_messages (
+    seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind text COLLATE "C" NOT NULL,
+    id text COLLATE "C" NOT NULL,
+    message text NOT NULL,
+    sent double precision NOT NULL
+);
+CREATE INDEX entity_messages_by_entity ON {s}.entity_messages (kind, id, seq)
+"""
+
 #: Migrations from version N to N + 1, applied in order in one transaction (0: a new schema).
 #: A later version adds its statements here and raises `SCHEMA_VERSION`.
-MIGRATIONS: Final[dict[int, str]] = {0: _SCHEMA_V1}
+MIGRATIONS: Final[dict[int, str]] = {0: _SCHEMA_V1, 1: _SCHEMA_QUEUES, 2: _SCHEMA_ENTITIES}
 
 #: ``Begun(...)`` without its generated ``__new__``, for a new key: one is made per run.
 _new_begun = tuple.__new__
@@ -210,7 +302,10 @@ class PostgresStore:
     number of processes on any number of machines sharing the schema: a key
     is run by one holder at a time, a key whose lease expired (or whose
     holder on this machine is dead) is taken over, and an event is committed
-    before the next callback starts. Needs the extra ``choreograph[postgres]``
+    before the next callback starts. It has durable queues
+    (`choreograph.typing.QueueStore`: `enqueue`, ``Coordinator.serve``) and
+    durable entities (`choreograph.typing.EntityStore`) too, their claims
+    taken ``FOR UPDATE SKIP LOCKED``. Needs the extra ``choreograph[postgres]``
     (psycopg 3 and psycopg-pool).
 
     Args:
@@ -737,8 +832,10 @@ class PostgresStore:
         schema is there, as declared (compared with the schema built afresh
         in a temporary schema that is rolled back); every event belongs to a
         run, and to one of its generations and sessions so far; every status
-        is known; a run has a lease holder exactly when it has a lease
-        expiry. The server's own integrity (pages, checksums) is the
+        is known (a run's, a message's); a run has a lease holder exactly
+        when it has a lease expiry, a message a claim exactly when it is
+        running, an entity a claim holder exactly when it has a lease expiry;
+        every entity message belongs to an entity row. The server's own integrity (pages, checksums) is the
         server's to check: ``amcheck``, ``pg_checksums``.
 
         Raises:
@@ -830,7 +927,427 @@ class PostgresStore:
             ]
             if deleted:
                 conn.execute(sql.format("DELETE FROM {s}.events WHERE key = ANY(%s)"), (deleted,))
+                conn.execute(  # a pruned run's finished message goes with it: the key can be queued again
+                    sql.format("DELETE FROM {s}.messages WHERE key = ANY(%s) AND status IN ('done', 'failed')"),
+                    (deleted,),
+                )
         return len(deleted)
+
+    # -- queues (see `QueueStore`): times on the server's clock -----------------------
+
+    def enqueue(
+        self,
+        queue: str,
+        record: object,
+        *,
+        key: str | int,
+        delay: float | timedelta | None = None,
+        priority: int = 0,
+    ) -> bool:
+        """
+        Store a message for *key* on *queue*, unless the key is queued, running or done.
+
+        A new key takes one statement (through the group commit); a key the
+        store knows (a message or a run) is decided in one transaction by
+        `admit`, its message row locked. The message is due *delay* seconds
+        from now on the server's clock. See `QueueStore.enqueue` for the
+        arguments and the rules.
+
+        Returns:
+            Whether the message was stored.
+
+        Raises:
+            TypeError: A wrong type, or a record the codec can't encode (nothing is stored).
+            ValueError: An empty name or key, a bad delay or priority (nothing is stored).
+            StoreError: The store can't be written (a key or queue name with NUL, say).
+
+        .. versionadded:: 0.5.0
+        """
+        name, text, payload, rank, seconds = checked_message(
+            self.codec, queue, record, key=key, delay=delay, priority=priority
+        )
+        sql, doing = self._sql, f"enqueue key {text!r}"
+        stored, _ = self._commits.run(text, sql.enqueue_new, (text, name, payload, rank, seconds, text), doing)
+        if not stored:  # the key has a message or a run
+            with self.connection(doing) as conn, conn.transaction():
+                found = conn.execute(sql.lock_message, (text,)).fetchone()
+                run = conn.execute(sql.run_lease, (text,)).fetchone()
+                now = found[1] if found is not None else conn.execute(sql.now).fetchone()[0]
+                live = run is not None and run_is_live(run[0], run[1], run[2], me=self.owner, now=now)
+                if not admit(found and found[0], run and run[0], run_live=live):
+                    return False
+                if found is None:
+                    if not conn.execute(sql.enqueue, (text, name, payload, rank, seconds)).rowcount:
+                        return False  # another process queued the key in between
+                else:
+                    conn.execute(sql.enqueue_again, (name, payload, rank, seconds, text))
+        DOORBELL.ring(self, name)
+        return True
+
+    def queue_info(self, queue: str) -> dict[MessageStatus, int]:
+        """
+        Count *queue*'s messages by status (one query; see `QueueStore.queue_info`).
+
+        Returns:
+            ``queued`` (delayed ones and expired claims included), ``running``, ``done`` and ``failed``, 0 where none.
+
+        .. versionadded:: 0.5.0
+        """
+        found = self._read(
+            f"SELECT CASE WHEN status = 'running' AND lease_until < {_NOW} THEN 'queued' ELSE status END, count(*)"
+            " FROM {s}.messages WHERE queue = %s GROUP BY 1",
+            (check_queue(queue),),
+        )
+        counted: dict[MessageStatus, int] = dict.fromkeys(MESSAGE_STATUSES, 0)
+        counted.update(found)
+        return counted
+
+    def queues(self) -> list[str]:
+        """
+        Return the names of the queues that have messages, sorted.
+
+        .. versionadded:: 0.5.0
+        """
+        return [row[0] for row in self._read("SELECT DISTINCT queue FROM {s}.messages ORDER BY queue")]
+
+    def message_info(self, key: str) -> MessageInfo | None:
+        """
+        Return what the store knows of *key*'s message, or None.
+
+        .. versionadded:: 0.5.0
+        """
+        rows = self._read(
+            "SELECT key, queue, status, priority, due, enqueued, updated, deliveries, owner, lease_until, error"
+            " FROM {s}.messages WHERE key = %s",
+            (key,),
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        return MessageInfo(
+            key=row[0],
+            queue=row[1],
+            status=row[2],
+            priority=row[3],
+            due=row[4],
+            enqueued=row[5],
+            updated=row[6],
+            deliveries=row[7],
+            owner=row[8],
+            lease_until=row[9],
+            error=row[10],
+        )
+
+    def claim(self, queue: str, owner: str, *, limit: int) -> list[Message]:
+        """
+        Claim up to *limit* due messages of *queue* for *owner*, by priority then due time (see `QueueStore.claim`).
+
+        One statement: the due messages are chosen ``FOR UPDATE SKIP LOCKED``
+        (so that servers claiming at once neither wait on each other's rows
+        nor take one message twice) and marked running in the same
+        statement, their lease on the server's clock.
+
+        .. versionadded:: 0.5.0
+        """
+        name, count = check_queue(queue), check_limit(limit)
+        if count == 0:
+            return []
+        with self.connection(f"claim messages of queue {name!r}") as conn:
+            rows = conn.execute(self._sql.claim, (name, count, owner, self.lease)).fetchall()
+        rows.sort(key=lambda row: (-row[3], row[4], row[7]))  # RETURNING keeps no order: the queue's
+        return [
+            Message(key=k, queue=name, payload=p, priority=r, due=d, enqueued=e, deliveries=n)
+            for k, _, p, r, d, e, n, _ in rows
+        ]
+
+    def renew_claims(self, owner: str) -> int:
+        """
+        Extend *owner*'s claims by the lease (one statement); return how many it holds.
+
+        .. versionadded:: 0.5.0
+        """
+        with self.connection(f"renew the claims of {owner}") as conn:
+            held: int = conn.execute(self._sql.renew_claims, (self.lease, owner)).rowcount
+        return held
+
+    def settle(self, key: str, owner: str, status: Settled, error: str | None = None) -> bool:
+        r"""
+        Mark *key*'s message done or failed, if *owner* holds it (one statement; see `QueueStore.settle`).
+
+        PostgreSQL's text can't hold NUL: an *error* with NUL is stored with the text ``\\x00`` in its place.
+
+        .. versionadded:: 0.5.0
+        """
+        if error is not None and "\x00" in error:
+            error = error.replace("\x00", "\\x00")
+        changed, _ = self._commits.run(
+            key, self._sql.settle, (status, error, key, owner), f"settle the message of key {key!r}"
+        )
+        return bool(changed)
+
+    def give_back(self, key: str, owner: str, *, delay: float) -> bool:
+        """
+        Put *key*'s message back on its queue, due in *delay* seconds (the server's clock), if *owner* holds it.
+
+        .. versionadded:: 0.5.0
+        """
+        changed, _ = self._commits.run(
+            key, self._sql.give_back, (max(0.0, delay), key, owner), f"give back the message of key {key!r}"
+        )
+        return bool(changed)
+
+    def recover(self, queue: str) -> int:
+        """
+        Queue again the messages of *queue* whose claim expired or whose claimant died (see `QueueStore.recover`).
+
+        Reads the claimants first: when every claim is live (the usual case)
+        nothing is written. Then, in one transaction, a live claimant's
+        expired claims, and a dead one's all.
+
+        .. versionadded:: 0.5.0
+        """
+        name = check_queue(queue)
+        doing = f"recover the messages of queue {name!r}"
+        with self.connection(doing) as conn:
+            holders = conn.execute(self._sql.claimants, (name,)).fetchall()
+            dead = {holder: not is_alive(holder, self.owner) for holder, _ in holders}
+            lost = [holder for holder, expired in holders if expired or dead[holder]]
+            if not lost:
+                return 0
+            recovered = 0
+            with conn.transaction():
+                for holder in lost:
+                    recovered += conn.execute(self._sql.recover, (name, holder, dead[holder])).rowcount
+        return recovered
+
+    def hold_queue(self, queue: str, owner: str) -> str | None:
+        """
+        Take or renew *queue*'s exclusive lease for *owner*; None when it holds it, else the holder.
+
+        The queue's row is read ``FOR UPDATE`` (a missing one is inserted, a
+        process inserting it at once waited for), decided by `may_hold` on
+        the server's clock, and written, in one transaction.
+
+        .. versionadded:: 0.5.0
+        """
+        name = check_queue(queue)
+        sql = self._sql
+        with self.connection(f"take the lease of queue {name!r}") as conn, conn.transaction():
+            found = conn.execute(sql.lock_queue, (name,)).fetchone()
+            if found is None:
+                if conn.execute(sql.insert_queue, (name, owner, self.lease)).rowcount:
+                    return None
+                found = conn.execute(sql.lock_queue, (name,)).fetchone()  # inserted meanwhile, and committed
+            holder, until, now = found
+            if not may_hold(holder, until, owner=owner, now=now, alive=lambda h: is_alive(h, self.owner)):
+                return str(holder)
+            conn.execute(sql.update_queue, (owner, owner, self.lease, name))
+        return None
+
+    def leave_queue(self, queue: str, owner: str) -> None:
+        """
+        Give up *queue*'s exclusive lease, if *owner* holds it.
+
+        .. versionadded:: 0.5.0
+        """
+        self._commits.run(queue, self._sql.leave_queue, (queue, owner), f"leave queue {queue!r}")
+
+    # -- entities (see `EntityStore`): each method one transaction, the entity's row locked -------
+
+    @staticmethod
+    def _entity_doing(what: str, kind: str, id: str) -> str:  # noqa: A002
+        """What an entity method does, for its `StoreError`: ``commit entity k 'a'``."""
+        return f"{what} entity {kind} {id!r}"
+
+    def entity_send(self, kind: str, id: str, message: str) -> int:  # noqa: A002
+        """
+        Queue an encoded message for an entity (see `EntityStore.entity_send`); its seq.
+
+        One statement (through the group commit): the entity's row is
+        inserted or updated first, and so locked, then the message numbered,
+        so that an entity's messages are numbered in the order they commit.
+        """
+        doing = self._entity_doing("send a message to", kind, id)
+        _, row = self._commits.run(f"{kind}\x00{id}", self._sql.entity_send, (kind, id, kind, id, message), doing)
+        seq: int = row[0]  # an INSERT ... RETURNING gives its row
+        return seq
+
+    def _entity_head(self, conn: Any, kind: str, id: str) -> EntityMessage | None:  # noqa: A002
+        found = conn.execute(self._sql.entity_head, (kind, id)).fetchone()
+        return None if found is None else EntityMessage(*found)
+
+    def entity_claim(self, kind: str, limit: int, *, reap: bool = False) -> list[EntityRow]:
+        """
+        Claim up to *limit* due entities of *kind* (see `EntityStore.entity_claim`).
+
+        In one transaction: with *reap*, the claims of dead processes of this
+        machine are freed; the due entities are chosen ``FOR UPDATE SKIP
+        LOCKED`` and claimed in one statement, on the server's clock; then
+        their first messages are read.
+        """
+        sql = self._sql
+        if limit <= 0:
+            return []
+        with self.connection(f"claim entities of kind {kind}") as conn, conn.transaction():
+            if reap:  # free the claims of dead processes of this machine
+                for (holder,) in conn.execute(sql.entity_holders, (kind, self.owner)).fetchall():
+                    if not is_alive(holder, self.owner):
+                        conn.execute(sql.entity_free, (kind, holder))
+            rows = conn.execute(sql.entity_claim, (kind, limit, self.owner, self.lease, kind)).fetchall()
+            rows.sort(key=lambda row: (row[6], row[0]))  # oldest ready first, as they were chosen
+            heads: dict[str, EntityMessage] = {}
+            if rows:
+                for id_, seq, message, sent in conn.execute(sql.entity_heads, (kind, [row[0] for row in rows])):
+                    heads[id_] = EntityMessage(seq, message, sent)
+        return [
+            EntityRow(kind, id_, state, version, timer, boot, starts, heads.get(id_))
+            for id_, state, version, timer, boot, starts, _ in rows
+        ]
+
+    def entity_commit(self, kind: str, id: str, commit: EntityCommit) -> EntityRow | None:  # noqa: A002
+        """Commit a handling (see `EntityStore.entity_commit`): the next row while the claim is kept."""
+        item, seq, state, timer, release = commit
+        sql = self._sql
+        with self.connection(self._entity_doing("commit", kind, id)) as conn, conn.transaction():
+            found = conn.execute(sql.entity_lock_held, (kind, id, self.owner)).fetchone()
+            if found is None:
+                msg = f"lost the claim of entity {kind} {id!r} to another server"
+                raise StoreError(self._location, msg)
+            if item == "message":
+                conn.execute(sql.entity_ack, (seq, kind, id))
+            boot = bool(found[0]) and item != "boot"
+            version = found[1] + 1
+            now = found[2]
+            head = self._entity_head(conn, kind, id)
+            if state is None and head is None and timer is None and not boot:
+                conn.execute(sql.entity_delete, (kind, id))
+                return None
+            ready = entity_ready(boot, None if head is None else head.sent, timer)
+            keep = not release and ready is not None and ready <= now
+            conn.execute(
+                sql.entity_update,
+                (
+                    state,
+                    version,
+                    timer,
+                    boot,
+                    1 if keep else 0,
+                    ready,
+                    self.owner if keep else None,
+                    keep,
+                    self.lease,
+                    kind,
+                    id,
+                ),
+            )
+        return EntityRow(kind, id, state, version, timer, boot, 1, head) if keep else None
+
+    def entity_fail(self, kind: str, id: str, key: str, item: EntityItem, *, interrupted: bool = False) -> None:  # noqa: A002
+        """Block the entity behind its failed item and release it (see `EntityStore.entity_fail`): one statement."""
+        doing = self._entity_doing("mark the failure of", kind, id)
+        params = (key, item, interrupted, kind, id, self.owner)
+        changed, _ = self._commits.run(f"{kind}\x00{id}", self._sql.entity_fail, params, doing)
+        if not changed:
+            msg = f"lost the claim of entity {kind} {id!r} to another server"
+            raise StoreError(self._location, msg)
+
+    def entity_release(self, kind: str, id: str, *, started: bool) -> None:  # noqa: A002
+        """Release this store's claim of the entity (see `EntityStore.entity_release`): one statement."""
+        params = (started, kind, id, self.owner)
+        self._commits.run(f"{kind}\x00{id}", self._sql.entity_release, params, self._entity_doing("release", kind, id))
+
+    def entity_renew(self, kind: str, ids: Sequence[str]) -> list[str]:
+        """Renew this store's claims of *ids* (one statement); return those it lost."""
+        if not ids:
+            return []
+        with self.connection(f"renew the claims of entities of kind {kind}") as conn:
+            held = {row[0] for row in conn.execute(self._sql.entity_renew, (self.lease, kind, list(ids), self.owner))}
+        return [id_ for id_ in ids if id_ not in held]
+
+    def _entity_unblock(self, conn: Any, kind: str, id: str, boot: bool, timer: float | None) -> None:  # noqa: A002, FBT001
+        head = self._entity_head(conn, kind, id)
+        ready = entity_ready(boot, None if head is None else head.sent, timer)
+        conn.execute(self._sql.entity_unblock, (ready, kind, id))
+
+    def entity_start(self, kind: str, *, boot: bool) -> int:
+        """Unblock the failed entities of *kind*; with *boot*, make every live one's boot due (one transaction)."""
+        sql = self._sql
+        with self.connection(f"start serving entities of kind {kind}") as conn, conn.transaction():
+            failed = conn.execute(sql.entity_failed, (kind,)).fetchall()
+            for id_, flag, timer in failed:
+                head = self._entity_head(conn, kind, id_)
+                ready = entity_ready(bool(flag), None if head is None else head.sent, timer)
+                conn.execute(sql.entity_restart, (ready, kind, id_))
+            if boot:
+                conn.execute(sql.entity_boot_all, (kind,))
+        return len(failed)
+
+    def entity_retry(self, kind: str, id: str) -> bool:  # noqa: A002
+        """Unblock the entity (see `EntityStore.entity_retry`)."""
+        with self.connection(self._entity_doing("retry", kind, id)) as conn, conn.transaction():
+            found = conn.execute(self._sql.entity_lock_failed, (kind, id)).fetchone()
+            if found is None:
+                return False
+            self._entity_unblock(conn, kind, id, bool(found[1]), found[2])
+        return True
+
+    def entity_drop(self, kind: str, id: str) -> bool:  # noqa: A002
+        """Discard the entity's failed item and unblock it (see `EntityStore.entity_drop`)."""
+        sql = self._sql
+        with self.connection(self._entity_doing("drop the failed item of", kind, id)) as conn, conn.transaction():
+            found = conn.execute(sql.entity_lock_failed, (kind, id)).fetchone()
+            if found is None:
+                return False
+            item, boot, timer, state, owner = found
+            if item == "message":
+                conn.execute(sql.entity_drop_head, (kind, id, kind, id))
+            elif item == "timer":
+                timer = None
+                conn.execute(sql.entity_no_timer, (kind, id))
+            elif item == "boot":
+                boot = False
+                conn.execute(sql.entity_no_boot, (kind, id))
+            if (
+                state is None
+                and timer is None
+                and not boot
+                and owner is None
+                and self._entity_head(conn, kind, id) is None
+            ):
+                conn.execute(sql.entity_delete, (kind, id))
+            else:
+                self._entity_unblock(conn, kind, id, bool(boot), timer)
+        return True
+
+    def entity_info(self, kind: str, id: str) -> EntityInfo | None:  # noqa: A002
+        """What the store knows of the entity, or None."""
+        rows = self._read(
+            "SELECT state, version, timer, boot, failed, failed_item, owner, starts, updated,"
+            " (SELECT count(*) FROM {s}.entity_messages AS m WHERE m.kind = e.kind AND m.id = e.id)"
+            " FROM {s}.entities AS e WHERE kind = %s AND id = %s",
+            (kind, id),
+        )
+        if not rows:
+            return None
+        state, version, timer, boot, failed, failed_item, owner, starts, updated, pending = rows[0]
+        return EntityInfo(
+            kind=kind,
+            id=id,
+            state=state,
+            version=version,
+            timer=timer,
+            boot=bool(boot),
+            pending=pending,
+            failed=failed,
+            failed_item=failed_item,
+            owner=owner,
+            starts=starts,
+            updated=updated,
+        )
+
+    def entity_ids(self, kind: str) -> list[str]:
+        """The ids of *kind* with a row, sorted."""
+        return [row[0] for row in self._read("SELECT id FROM {s}.entities WHERE kind = %s ORDER BY id", (kind,))]
 
 
 class _Raced(Exception):  # not an error: a signal to read the row again
@@ -897,6 +1414,139 @@ class _Statements:
             " AND trace_context IS NULL"
         )
         self.release = f("UPDATE {s}.runs SET owner = NULL, lease_until = NULL WHERE key = %s AND owner = %s")
+        self._queues()
+        self._entities()
+
+    def _queues(self) -> None:
+        f = self.format
+        self.now = f"SELECT {_TS}"
+        self.enqueue_new = f(
+            "INSERT INTO {s}.messages (key, queue, status, payload, priority, due, enqueued, updated)"
+            f" SELECT %s, %s, 'queued', %s, %s, {_TS} + %s, {_TS}, {_TS}"
+            " WHERE NOT EXISTS (SELECT 1 FROM {s}.runs WHERE key = %s) ON CONFLICT (key) DO NOTHING"
+        )
+        self.enqueue = f(
+            "INSERT INTO {s}.messages (key, queue, status, payload, priority, due, enqueued, updated)"
+            f" VALUES (%s, %s, 'queued', %s, %s, {_TS} + %s, {_TS}, {_TS}) ON CONFLICT (key) DO NOTHING"
+        )
+        self.enqueue_again = f(  # a finished message queued again: its deliveries stay
+            f"UPDATE {{s}}.messages SET queue = %s, status = 'queued', payload = %s, priority = %s, due = {_TS} + %s,"
+            f" enqueued = {_TS}, updated = {_TS}, owner = NULL, lease_until = NULL, error = NULL WHERE key = %s"
+        )
+        self.lock_message = f(f"SELECT status, {_TS} FROM {{s}}.messages WHERE key = %s FOR UPDATE")
+        self.run_lease = f("SELECT status, owner, lease_until FROM {s}.runs WHERE key = %s")
+        self.claim = f(
+            "WITH due AS (SELECT key FROM {s}.messages WHERE queue = %s AND status = 'queued'"
+            f" AND due <= {_TS} ORDER BY priority DESC, due, seq LIMIT %s FOR UPDATE SKIP LOCKED)"
+            f" UPDATE {{s}}.messages AS m SET status = 'running', owner = %s, lease_until = {_TS} + %s,"
+            f" deliveries = m.deliveries + 1, updated = {_TS} FROM due WHERE m.key = due.key"
+            " RETURNING m.key, m.queue, m.payload, m.priority, m.due, m.enqueued, m.deliveries, m.seq"
+        )
+        self.renew_claims = f(
+            f"UPDATE {{s}}.messages SET lease_until = {_TS} + %s WHERE owner = %s AND status = 'running'"
+        )
+        self.settle = f(
+            f"UPDATE {{s}}.messages SET status = %s, error = %s, owner = NULL, lease_until = NULL, updated = {_TS}"
+            " WHERE key = %s AND owner = %s AND status = 'running'"
+        )
+        self.give_back = f(
+            f"UPDATE {{s}}.messages SET status = 'queued', due = {_TS} + %s, owner = NULL, lease_until = NULL,"
+            f" updated = {_TS} WHERE key = %s AND owner = %s AND status = 'running'"
+        )
+        self.claimants = f(
+            f"SELECT owner, min(lease_until) < {_TS} FROM {{s}}.messages WHERE queue = %s AND status = 'running'"
+            " GROUP BY owner"
+        )
+        self.recover = f(  # a live holder's claims only as they expired; a dead one's all
+            f"UPDATE {{s}}.messages SET status = 'queued', owner = NULL, lease_until = NULL, updated = {_TS}"
+            f" WHERE queue = %s AND status = 'running' AND owner = %s AND (lease_until < {_TS} OR %s)"
+        )
+        self.lock_queue = f(f"SELECT owner, lease_until, {_TS} FROM {{s}}.queue_servers WHERE queue = %s FOR UPDATE")
+        self.insert_queue = f(
+            f"INSERT INTO {{s}}.queue_servers (queue, owner, lease_until, since) VALUES (%s, %s, {_TS} + %s, {_TS})"
+            " ON CONFLICT (queue) DO NOTHING"
+        )
+        self.update_queue = f(
+            f"UPDATE {{s}}.queue_servers SET since = CASE WHEN owner = %s THEN since ELSE {_TS} END, owner = %s,"
+            f" lease_until = {_TS} + %s WHERE queue = %s"
+        )
+        self.leave_queue = f("DELETE FROM {s}.queue_servers WHERE queue = %s AND owner = %s")
+
+    def _entities(self) -> None:
+        f = self.format
+        self.entity_send = f(
+            "WITH e AS (INSERT INTO {s}.entities AS e (kind, id, ready, created, updated)"
+            f" VALUES (%s, %s, {_TS}, {_TS}, {_TS}) ON CONFLICT (kind, id) DO UPDATE SET updated = excluded.updated,"
+            " ready = CASE WHEN e.failed IS NOT NULL THEN NULL"
+            " WHEN e.ready IS NULL OR e.ready > excluded.ready THEN excluded.ready ELSE e.ready END"
+            " RETURNING e.updated)"
+            " INSERT INTO {s}.entity_messages (kind, id, message, sent) SELECT %s, %s, %s, updated FROM e"
+            " RETURNING seq"
+        )
+        self.entity_head = f(
+            "SELECT seq, message, sent FROM {s}.entity_messages WHERE kind = %s AND id = %s ORDER BY seq LIMIT 1"
+        )
+        self.entity_heads = f(
+            "SELECT DISTINCT ON (id) id, seq, message, sent FROM {s}.entity_messages"
+            " WHERE kind = %s AND id = ANY(%s) ORDER BY id, seq"
+        )
+        self.entity_holders = f(
+            "SELECT DISTINCT owner FROM {s}.entities WHERE kind = %s AND owner IS NOT NULL AND owner != %s"
+            f" AND lease_until >= {_TS}"
+        )
+        self.entity_free = f("UPDATE {s}.entities SET owner = NULL, lease_until = NULL WHERE kind = %s AND owner = %s")
+        self.entity_claim = f(
+            f"WITH due AS (SELECT id FROM {{s}}.entities WHERE kind = %s AND ready <= {_TS}"
+            f" AND (owner IS NULL OR lease_until < {_TS}) ORDER BY ready, id LIMIT %s FOR UPDATE SKIP LOCKED)"
+            f" UPDATE {{s}}.entities AS e SET owner = %s, lease_until = {_TS} + %s, starts = e.starts + 1"
+            " FROM due WHERE e.kind = %s AND e.id = due.id"
+            " RETURNING e.id, e.state, e.version, e.timer, e.boot, e.starts, e.ready"
+        )
+        self.entity_lock_held = f(
+            f"SELECT boot, version, {_TS} FROM {{s}}.entities WHERE kind = %s AND id = %s AND owner = %s FOR UPDATE"
+        )
+        self.entity_ack = f("DELETE FROM {s}.entity_messages WHERE seq = %s AND kind = %s AND id = %s")
+        self.entity_delete = f("DELETE FROM {s}.entities WHERE kind = %s AND id = %s")
+        self.entity_update = f(
+            "UPDATE {s}.entities SET state = %s, version = %s, timer = %s, boot = %s, starts = %s, ready = %s,"
+            f" owner = %s, lease_until = CASE WHEN %s THEN {_TS} + %s END, updated = {_TS}"
+            " WHERE kind = %s AND id = %s"
+        )
+        self.entity_fail = f(
+            "UPDATE {s}.entities SET failed = %s, failed_item = %s, ready = NULL, owner = NULL, lease_until = NULL,"
+            f" starts = CASE WHEN %s THEN starts ELSE 0 END, updated = {_TS}"
+            " WHERE kind = %s AND id = %s AND owner = %s"
+        )
+        self.entity_release = f(
+            "UPDATE {s}.entities SET owner = NULL, lease_until = NULL,"
+            " starts = CASE WHEN %s THEN starts ELSE greatest(starts - 1, 0) END"
+            " WHERE kind = %s AND id = %s AND owner = %s"
+        )
+        self.entity_renew = f(
+            f"UPDATE {{s}}.entities SET lease_until = {_TS} + %s WHERE kind = %s AND id = ANY(%s) AND owner = %s"
+            " RETURNING id"
+        )
+        self.entity_unblock = f(
+            f"UPDATE {{s}}.entities SET failed = NULL, failed_item = NULL, starts = 0, ready = %s, updated = {_TS}"
+            " WHERE kind = %s AND id = %s"
+        )
+        self.entity_failed = f(
+            "SELECT id, boot, timer FROM {s}.entities WHERE kind = %s AND failed IS NOT NULL ORDER BY id FOR UPDATE"
+        )
+        self.entity_restart = f(
+            "UPDATE {s}.entities SET failed = NULL, failed_item = NULL, ready = %s WHERE kind = %s AND id = %s"
+        )
+        self.entity_boot_all = f("UPDATE {s}.entities SET boot = true, ready = 0 WHERE kind = %s AND state IS NOT NULL")
+        self.entity_lock_failed = f(
+            "SELECT failed_item, boot, timer, state, owner FROM {s}.entities"
+            " WHERE kind = %s AND id = %s AND failed IS NOT NULL FOR UPDATE"
+        )
+        self.entity_drop_head = f(
+            "DELETE FROM {s}.entity_messages WHERE seq = (SELECT min(seq) FROM {s}.entity_messages"
+            " WHERE kind = %s AND id = %s) AND kind = %s AND id = %s"
+        )
+        self.entity_no_timer = f("UPDATE {s}.entities SET timer = NULL WHERE kind = %s AND id = %s")
+        self.entity_no_boot = f("UPDATE {s}.entities SET boot = false WHERE kind = %s AND id = %s")
 
     def format(self, template: str) -> str:
         """*template* with ``{s}`` replaced by the quoted schema."""
@@ -1205,5 +1855,27 @@ _ROW_RULES: Final = (
     (
         "SELECT count(*), min(key) FROM {s}.runs WHERE (owner IS NULL) != (lease_until IS NULL)",
         "{} runs have a lease holder without a lease expiry, or the other way round (e.g. key {!r})",
+    ),
+    (
+        f"SELECT count(*), min(key) FROM {{s}}.messages WHERE status NOT IN ({', '.join(map(repr, MESSAGE_STATUSES))})",
+        "{} messages have an unknown status (e.g. key {!r})",
+    ),
+    (
+        (
+            "SELECT count(*), min(key) FROM {s}.messages WHERE (status = 'running') != (owner IS NOT NULL"
+            " AND lease_until IS NOT NULL) OR (owner IS NULL) != (lease_until IS NULL)"
+        ),
+        "{} messages are running without a claim, or claimed without running (e.g. key {!r})",
+    ),
+    (
+        (
+            "SELECT count(*), min(kind || ' ' || id) FROM {s}.entity_messages AS m WHERE NOT EXISTS"
+            " (SELECT 1 FROM {s}.entities AS e WHERE e.kind = m.kind AND e.id = m.id)"
+        ),
+        "{} entity messages have no entities row (e.g. entity {!r})",
+    ),
+    (
+        "SELECT count(*), min(kind || ' ' || id) FROM {s}.entities WHERE (owner IS NULL) != (lease_until IS NULL)",
+        "{} entities have a claim holder without a lease expiry, or the other way round (e.g. entity {!r})",
     ),
 )
