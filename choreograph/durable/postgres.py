@@ -79,7 +79,16 @@ from .protocol import (
     entity_ready,
     may_hold,
 )
-from .queues import DOORBELL, MESSAGE_STATUSES, check_limit, check_queue, checked_message, run_is_live
+from .queues import (
+    DOORBELL,
+    MESSAGE_INFO_COLUMNS,
+    MESSAGE_STATUSES,
+    check_limit,
+    check_queue,
+    checked_message,
+    message_info_of,
+    run_is_live,
+)
 from .runlist import STATUSES, RunList, checked_limit, describe
 
 #: The version of the schema this choreograph writes (its own numbering, apart from SQLite's).
@@ -1016,27 +1025,8 @@ class PostgresStore:
 
         .. versionadded:: 0.5.0
         """
-        rows = self._read(
-            "SELECT key, queue, status, priority, due, enqueued, updated, deliveries, owner, lease_until, error"
-            " FROM {s}.messages WHERE key = %s",
-            (key,),
-        )
-        if not rows:
-            return None
-        row = rows[0]
-        return MessageInfo(
-            key=row[0],
-            queue=row[1],
-            status=row[2],
-            priority=row[3],
-            due=row[4],
-            enqueued=row[5],
-            updated=row[6],
-            deliveries=row[7],
-            owner=row[8],
-            lease_until=row[9],
-            error=row[10],
-        )
+        rows = self._read(f"SELECT {MESSAGE_INFO_COLUMNS} FROM {{s}}.messages WHERE key = %s", (key,))
+        return message_info_of(rows[0]) if rows else None
 
     def claim(self, queue: str, owner: str, *, limit: int) -> list[Message]:
         """

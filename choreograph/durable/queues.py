@@ -14,13 +14,14 @@ import contextlib
 import math
 import threading
 import weakref
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import Final, NamedTuple, get_args
+from typing import Any, Final, NamedTuple, get_args
 
 from .._core.callbacks import type_name
 from .codec import Codec, CodecError
 from .leases import is_alive
-from .protocol import MessageStatus, Status
+from .protocol import MessageInfo, MessageStatus, Status
 
 #: The range of a message's priority: a 32-bit signed int, as every database stores it.
 PRIORITY_MIN: Final = -(2**31)
@@ -222,3 +223,27 @@ class Doorbell:
 
 #: The servers of this process waiting on their queues (see `Doorbell`).
 DOORBELL: Final = Doorbell()
+
+
+#: The columns of a message's row that `message_info_of` reads, in its order: for a store's SELECT.
+MESSAGE_INFO_COLUMNS: Final = (
+    "key, queue, status, priority, due, enqueued, updated, deliveries, owner, lease_until, error"
+)
+
+
+def message_info_of(row: Sequence[Any]) -> MessageInfo:
+    """A `MessageInfo` of a row of `MESSAGE_INFO_COLUMNS` (as SQLite and PostgreSQL stores read it)."""
+    key, queue, status, priority, due, enqueued, updated, deliveries, owner, lease_until, error = row
+    return MessageInfo(
+        key=key,
+        queue=queue,
+        status=status,
+        priority=priority,
+        due=due,
+        enqueued=enqueued,
+        updated=updated,
+        deliveries=deliveries,
+        owner=owner,
+        lease_until=lease_until,
+        error=error,
+    )
