@@ -8,7 +8,9 @@ import functools
 import json
 import os
 import signal
+import sys
 import threading
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -173,30 +175,45 @@ def _usual_seconds() -> dict[str, float]:
 _USUAL: dict[str, float] | None = None
 
 
-@pytest.fixture(autouse=True)
-def _bounded_under_a_mutant(request: pytest.FixtureRequest) -> Iterator[None]:
-    """
-    Under a mutant (mutmut's ``MUTANT_UNDER_TEST`` names one), fail a test that runs far longer than usual.
+#: Seconds any test may take outside mutmut's runs: far above the slowest (under 60 s on CI), short of a hang.
+HANG_LIMIT = 300.0
 
-    A mutant that makes a run wait forever (a worker's result never handed
-    back) would otherwise hang its tests until mutmut's own time limit kills
-    them, and count as a timeout: a test that hangs fails, as a test that
-    breaks does. The bound is 5 s plus 3 times the test's usual time, well
-    under mutmut's limit ((usual + 1) x 10) and far above what any test takes.
+
+def _stacks() -> str:
+    """Every thread's stack, for a test that hung: where each waits."""
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    return "\n".join(
+        f"--- thread {names.get(ident, ident)}:\n" + "".join(traceback.format_stack(frame))
+        for ident, frame in sys._current_frames().items()
+    )
+
+
+@pytest.fixture(autouse=True)
+def _bounded(request: pytest.FixtureRequest) -> Iterator[None]:
+    """
+    Fail a test that hangs, with every thread's stack, instead of hanging the suite.
+
+    Under a mutant (mutmut's ``MUTANT_UNDER_TEST`` names one) the bound is 5 s
+    plus 3 times the test's usual time, well under mutmut's own limit
+    ((usual + 1) x 10): a mutant that makes a run wait forever (a worker's
+    result never handed back) fails its tests, as a mutant that breaks them
+    does, instead of counting as a timeout. Otherwise it is `HANG_LIMIT`: a
+    deadlock once hung a CI run until its time ran out, printing nothing.
     """
     global _USUAL  # noqa: PLW0603 - read once per process
-    if (
-        "__mutmut_" not in os.environ.get("MUTANT_UNDER_TEST", "")
-        or threading.current_thread() is not threading.main_thread()
-    ):
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    if _USUAL is None:
-        _USUAL = _usual_seconds()
-    budget = 5.0 + 3.0 * _USUAL.get(request.node.nodeid, 0.0)
+    if "__mutmut_" in os.environ.get("MUTANT_UNDER_TEST", ""):
+        if _USUAL is None:
+            _USUAL = _usual_seconds()
+        budget = 5.0 + 3.0 * _USUAL.get(request.node.nodeid, 0.0)
+        why = "under the mutant"
+    else:
+        budget, why = HANG_LIMIT, "hung"
 
     def hung(signum: int, frame: FrameType | None) -> None:
-        pytest.fail(f"hung under the mutant: over {budget:.1f} s")
+        pytest.fail(f"{why}: over {budget:.1f} s; the threads were at:\n{_stacks()}")
 
     previous = signal.signal(signal.SIGALRM, hung)
     signal.setitimer(signal.ITIMER_REAL, budget)

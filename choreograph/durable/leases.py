@@ -85,8 +85,9 @@ class ActiveKeys:
             keys.pop(key, None)
 
     def _forget(self, store_id: int) -> None:
-        with self._lock:
-            self._keys.pop(store_id, None)
+        # A finalizer: it may run inside `claim` holding the lock (the collector runs it in whatever thread
+        # allocates), so it must not take the lock; a dict's pop is atomic (see `Doorbell._drop`).
+        self._keys.pop(store_id, None)
 
 
 #: The keys this process's store objects run now (see `ActiveKeys`).

@@ -217,8 +217,10 @@ class Doorbell:
             event.set()
 
     def _drop(self, store_id: int) -> None:
-        with self._lock:
-            self._waiting.pop(store_id, None)
+        # A finalizer: the collector runs it in whatever thread allocates, maybe one inside `listen` holding
+        # the lock, so it must not take the lock (a deadlock); a dict's pop is atomic, and a dead store's
+        # id is not reused before its finalizers ran.
+        self._waiting.pop(store_id, None)
 
 
 #: The servers of this process waiting on their queues (see `Doorbell`).
