@@ -21,6 +21,7 @@ from collections.abc import (
     AsyncIterable,
     Awaitable,
     Callable,
+    Coroutine,
     Generator,
     Iterable,
     Iterator,
@@ -61,6 +62,7 @@ from .durable.memory import MemoryStore
 from .durable.postgres import PostgresStore
 from .durable.protocol import QueueStore, Store
 from .durable.queues import check_limit, check_queue
+from .durable.recorder import DurableRecorder
 from .durable.runner import DurableRunner
 from .durable.serve import Served, run_handler
 from .durable.serve import serve as serve_queue
@@ -520,12 +522,10 @@ class Coordinator(Generic[InputT]):
         """As `_acquire`, for a record of `run_many`: the options are checked; a bad record gets its result."""
         durable = self._durable
         assert durable is not None  # noqa: S101 - only called for durable coordinators
-        try:
-            name = durable.key(input, None)
-            encoded = durable.encode(name, input)
-        except Exception as exc:  # noqa: BLE001 - the record's failure, not the batch's
-            return result_of(Finished(input, (), InputError(position, exc), DataBag(), 0, None, (), ()))
-        return self._lease(durable, input, name, encoded, values, timeout, fresh=fresh)
+        named = _named(durable, input, position)
+        if isinstance(named, RunResult):
+            return named
+        return self._lease(durable, input, *named, values, timeout, fresh=fresh)
 
     @staticmethod
     def _not_durable(key: str | int | None, *, fresh: bool) -> None:
@@ -890,42 +890,84 @@ class Coordinator(Generic[InputT]):
 
     def _bound(self, values: Mapping[str, object] | None, timeout: float | None, *, fresh: bool) -> _BoundRun[InputT]:
         """The runs of a batch with these options (checked), as a `ShippableJob`."""
-        durable = self._durable
-        if durable is None:
+        together: Callable[[InputT, int], Coroutine[Any, Any, RunResult[InputT]]] | None = None
+        record: Callable[[InputT, int], RunResult[InputT]]
+        record_async: Callable[[InputT, int], Awaitable[RunResult[InputT]]]
+        if self._durable is None:
             run = self.run
 
-            def record(input: InputT, position: int) -> RunResult[InputT]:  # noqa: A002, ARG001 - the protocol's
+            def plain(input: InputT, position: int) -> RunResult[InputT]:  # noqa: A002, ARG001 - the protocol's
                 return run(input, values=values, timeout=timeout)
 
-            def record_async(input: InputT, position: int) -> Awaitable[RunResult[InputT]]:  # noqa: A002, ARG001
+            def awaited(input: InputT, position: int) -> Awaitable[RunResult[InputT]]:  # noqa: A002, ARG001
                 # The options were checked once for the batch: straight to the run (a coroutine).
                 return run_async(self._bind(new_run(self._plan, input, values, timeout, self._emit())))
 
+            record, record_async = plain, awaited
         else:
-
-            def record(input: InputT, position: int) -> RunResult[InputT]:  # noqa: A002
-                prepared = self._acquire_record(input, position, values, timeout, fresh=fresh)
-                if isinstance(prepared, Generator):
-                    prepared = drive(prepared)
-                return prepared if isinstance(prepared, RunResult) else run_sync(self._bind(prepared))
-
-            async def durable_async(input: InputT, position: int) -> RunResult[InputT]:  # noqa: A002
-                prepared = self._acquire_record(input, position, values, timeout, fresh=fresh)
-                if isinstance(prepared, Generator):
-                    prepared = await drive_async(prepared)
-                return prepared if isinstance(prepared, RunResult) else await run_async(self._bind(prepared))
-
-            record_async = durable_async
-
+            record, record_async, together = self._durable_jobs(values, timeout, fresh=fresh)
         resources = self._resources
         return _BoundRun(
             record,
             record_async,
+            together,
             is_async=self._plan.has_async,
             worker=nullcontext if resources is None else resources.worker,
             ship=partial(self._ship, values, timeout, fresh),
             receive=self._receive,
         )
+
+    def _durable_jobs(
+        self, values: Mapping[str, object] | None, timeout: float | None, *, fresh: bool
+    ) -> tuple[
+        Callable[[InputT, int], RunResult[InputT]],
+        Callable[[InputT, int], Coroutine[Any, Any, RunResult[InputT]]],
+        Callable[[InputT, int], Coroutine[Any, Any, RunResult[InputT]]] | None,
+    ]:
+        """`_bound`'s runs of a durable coordinator: plain, awaited, and awaited with others' (None: it has groups)."""
+
+        def record(input: InputT, position: int) -> RunResult[InputT]:  # noqa: A002
+            prepared = self._acquire_record(input, position, values, timeout, fresh=fresh)
+            if isinstance(prepared, Generator):
+                prepared = drive(prepared)
+            return prepared if isinstance(prepared, RunResult) else run_sync(self._bind(prepared))
+
+        async def record_async(input: InputT, position: int) -> RunResult[InputT]:  # noqa: A002
+            prepared = self._acquire_record(input, position, values, timeout, fresh=fresh)
+            if isinstance(prepared, Generator):
+                prepared = await drive_async(prepared)
+            return prepared if isinstance(prepared, RunResult) else await run_async(self._bind(prepared))
+
+        if any(entry.group is not None for entry in self._plan.entries):  # a group's lanes commit at once
+            return record, record_async, None
+        return record, record_async, partial(self._together, values, timeout, fresh)
+
+    async def _together(
+        self,
+        values: Mapping[str, object] | None,
+        timeout: float | None,
+        fresh: bool,  # noqa: FBT001 - bound by `_durable_jobs`
+        input: InputT,  # noqa: A002
+        position: int,
+    ) -> RunResult[InputT]:
+        """A durable record of `run_many`, its writes (its begin first) committed with the other runs' on the loop."""
+        durable = self._durable
+        assert durable is not None  # noqa: S101 - a durable coordinator's
+        named = _named(durable, input, position)
+        if isinstance(named, RunResult):
+            return named
+        name, encoded = named
+        emit, plan = self._emit(), self._plan
+        prepared = await durable.prepare_together(plan, input, name, encoded, values, timeout, emit, fresh=fresh)
+        if isinstance(prepared, str):  # another holder runs the key: wait for it, as any run does
+            waiting = durable.acquire(plan, input, name, encoded, values, timeout, emit, fresh=fresh)
+            prepared = await drive_async(waiting)
+        if isinstance(prepared, RunResult):
+            return prepared
+        run = self._bind(prepared)
+        if isinstance(run.recorder, DurableRecorder):
+            run.recorder.defer(run)
+        return await run_async(run)
 
     def _ship(self, values: Mapping[str, object] | None, timeout: float | None, fresh: bool) -> bytes:  # noqa: FBT001
         """This coordinator's recipe and a batch's options, pickled for worker processes; what can't be is named."""
@@ -1165,15 +1207,25 @@ class Coordinator(Generic[InputT]):
         return f"Coordinator(steps={[node.name for node in self._plan.steps]!r})"
 
 
+def _named(durable: DurableRunner, input: object, position: int) -> tuple[str, str] | RunResult[Any]:  # noqa: A002
+    """A record of `run_many`'s key and encoded input; or its result, when it has neither (an `InputError`)."""
+    try:
+        name = durable.key(input, None)
+        return name, durable.encode(name, input)
+    except Exception as exc:  # noqa: BLE001 - the record's failure, not the batch's
+        return result_of(Finished(input, (), InputError(position, exc), DataBag(), 0, None, (), ()))
+
+
 class _BoundRun(Generic[InputT]):
     """A coordinator's runs with the options of one `run_many` call: what executors run (a `ShippableJob`)."""
 
-    __slots__ = ("_receive", "_ship", "_worker", "is_async", "run", "run_async")
+    __slots__ = ("_receive", "_ship", "_worker", "is_async", "run", "run_async", "run_together")
 
     def __init__(
         self,
         run: Callable[[InputT, int], RunResult[InputT]],
         run_async: Callable[[InputT, int], Any],
+        run_together: Callable[[InputT, int], Coroutine[Any, Any, RunResult[InputT]]] | None,
         *,
         is_async: bool,
         worker: Callable[[], AbstractContextManager[object]],
@@ -1182,6 +1234,9 @@ class _BoundRun(Generic[InputT]):
     ) -> None:
         #: Run once, from plain code / inside a running event loop (see `RunJob`).
         self.run, self.run_async = run, run_async
+        #: A durable run awaited beside others on one event loop, its writes committed with theirs
+        #: (`DurableRecorder.defer`): what `AsyncExecutor` awaits when it is not None.
+        self.run_together = run_together
         #: Whether the flow has ``async def`` callbacks.
         self.is_async = is_async
         self._worker, self._ship, self._receive = worker, ship, receive

@@ -5,8 +5,10 @@ A run loop is a generator that yields only what it cannot do itself: an
 `Await` (an ``async def`` callback's awaitable, with its time limits), a
 `Sleep` (the wait between retry attempts, or while another process holds a
 durable key), a `Gather` (a parallel group's branches, each a run loop of
-its own, to run side by side) or, from a branch, an `Offload` (a plain
-callback's attempt, to make on a worker thread). A run whose callbacks are
+its own, to run side by side), from a branch, an `Offload` (a plain
+callback's attempt, to make on a worker thread) or, from a durable run
+whose writes are committed with those of other runs on its event loop, a
+`Commit` (wait for them). A run whose callbacks are
 all plain and that has no group finishes on the first ``send`` and never
 touches asyncio or a thread.
 
@@ -45,6 +47,36 @@ class Sleep:
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
+
+
+class Commit:
+    """
+    A request to the driver: wait until *writes* (a durable run's queued writes) are committed, then go on.
+
+    Only a run whose recorder queues its writes on its event loop
+    (`RunState.commits`) yields it, and only `drive_async` drives those runs.
+    A write that failed is thrown into the loop, as a write committed at once
+    raises where it is made.
+    """
+
+    __slots__ = ("writes",)
+
+    def __init__(self, writes: list[Awaitable[object]]) -> None:
+        self.writes = writes
+
+
+async def committed(writes: list[Awaitable[object]]) -> None:
+    """Await *writes* (and empty the list): raise the first error of theirs once every one is done."""
+    waiting = writes[:]
+    writes.clear()
+    error: Exception | None = None
+    for write in waiting:
+        try:
+            await write
+        except Exception as exc:  # noqa: BLE001 - the first is raised, once the others are done too
+            error = error or exc
+    if error is not None:
+        raise error
 
 
 class Await:
@@ -405,6 +437,13 @@ async def drive_async(loop: Loop, request: object = _START) -> Any:
             if isinstance(request, Await):
                 result, error = await _await(request)
                 request = send(result) if error is None else loop.throw(error)
+            elif isinstance(request, Commit):
+                try:
+                    await committed(request.writes)
+                except Exception as exc:  # noqa: BLE001 - raised in the loop, where the write was made
+                    request = loop.throw(exc)
+                else:
+                    request = send(None)
             elif isinstance(request, Sleep):
                 await asyncio.sleep(request.seconds)
                 request = send(None)

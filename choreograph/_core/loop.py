@@ -20,7 +20,7 @@ from . import record
 from .attempt import Called, announce, call, once
 from .callbacks import type_name
 from .context import Context, context_for
-from .drivers import Gather, Slots
+from .drivers import Commit, Gather, Slots
 from .outcome import Verdict, decide, fatal_error
 from .plan import Entry, GroupNode, StepNode
 from .result import Outcome
@@ -67,11 +67,13 @@ def execute(
     fatal = run.fatal
     if fatal is not None and run.plan.compensates and any(st.compensate for st in run.completed):
         if run.recorder is not None:
+            if run.commits:  # the failed step's outcome before the rollback's mark
+                yield Commit(run.commits)
             run.recorder.rolling_back(fatal)
         yield from compensate(run, ctx)
 
 
-def forward(  # noqa: C901, PLR0912 - the common case of `conclude` inline: it is paid per callback
+def forward(  # noqa: C901, PLR0912, PLR0915 - the common case of `conclude` inline: it is paid per callback
     run: RunState,
     ctx: Context[Any] | None,
     start: int,
@@ -90,8 +92,11 @@ def forward(  # noqa: C901, PLR0912 - the common case of `conclude` inline: it i
     if entries is None:
         entries = run.plan.entries
     restored = run.restored
+    commits = run.commits  # set before the run starts, if ever
     index = start
     while index < len(entries):
+        if commits:  # a callback's outcome is committed before the next callback starts
+            yield Commit(commits)
         if slots is not None and run.fatal is not None:  # another branch's fatal error: nothing new starts
             return
         entry = entries[index]
@@ -239,10 +244,13 @@ def compensate(run: RunState, ctx: Context[Any] | None) -> Loop:
     """Undo the completed steps in reverse order; a failure does not stop the others."""
     run.compensation_errors = errors = []
     run.deadline = None  # a rollback is not cut short by the run's timeout
+    commits = run.commits
     for st in reversed(run.completed):
         cb = st.compensate
         if cb is None or st.key in run.compensated:
             continue
+        if commits:
+            yield Commit(commits)
         name = st.name
         error: BaseException | None
         started: float | None = None

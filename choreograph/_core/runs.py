@@ -15,7 +15,7 @@ from typing import Any, Final
 from ..events import RunEvent
 from . import record
 from .context import Context, context_for, end_own_runs, own_runs, runs_here
-from .drivers import drive, drive_async
+from .drivers import committed, drive, drive_async
 from .loop import Loop, context_of, execute, hand_over
 from .plan import Plan
 from .result import RunResult, result_of
@@ -132,10 +132,24 @@ async def run_async(run: RunState) -> RunResult[Any]:
             loop = None if stopped < 0 else hand_over(run, ctx, stopped)
         if loop is not None:
             await drive_async(loop)
+        if run.commits is not None:  # its writes are committed with other runs': the last ones first
+            await committed(run.commits)
     except BaseException:
         if run.recorder is not None:
             run.recorder.interrupted()
         raise
     finally:
         end_own_runs(token)
+    if run.commits is not None:
+        return await _finish_committed(run)
     return finish(run)
+
+
+async def _finish_committed(run: RunState) -> RunResult[Any]:
+    """`finish` of a run whose writes are committed with other runs': its result once its finish is committed."""
+    run.recorder.finished(run)  # type: ignore[union-attr]  # a run with commits has a recorder
+    await committed(run.commits)  # type: ignore[arg-type]
+    result = result_of(run)
+    if run.emit is not None:
+        record.run_finished(run, result)
+    return result

@@ -11,7 +11,7 @@ class-level defaults, so that a run sets only what it uses.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Final, Protocol
 
@@ -121,6 +121,10 @@ class RunState:
         resources: The resources of the worker running the run (``ctx.resources``), if the coordinator has any.
         context_class: The class of the context its callbacks get (`Context`; a durable entity's handling
             sets `choreograph.EntityContext`).
+        commits: A durable run's writes that its recorder queued instead of committing (awaitables of
+            their commits, see `choreograph.durable.recorder.DurableRecorder.defer`), or None when it
+            commits each write at once: the run loop waits for them (`drivers.Commit`) before its next
+            callback starts, and the run for the last ones before it returns.
     """
 
     calls: list[RawCall] | None = None
@@ -142,6 +146,7 @@ class RunState:
     values: Mapping[str, object] = _EMPTY
     resources: Mapping[str, object] | None = None
     context_class: type[Context[Any]] = Context
+    commits: list[Awaitable[object]] | None = None
 
     def __init__(self, plan: Plan, input: object, values: Mapping[str, object] | None, run_id: int) -> None:  # noqa: A002
         self.plan = plan

@@ -25,10 +25,12 @@ outcome: one write's error never fails another's.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, Final
@@ -94,7 +96,7 @@ class Writer:
             else writes through.
     """
 
-    __slots__ = ("_queue", "_token", "batches", "conn", "cursor")
+    __slots__ = ("_loops", "_queue", "_token", "batches", "conn", "cursor")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
@@ -102,6 +104,7 @@ class Writer:
         self._token = threading.Lock()  # held by the thread writing
         self._queue: deque[_Queued] = deque()
         self.batches = 0  # transactions of more than one write, for the tests and the benchmarks
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopBatch] = weakref.WeakKeyDictionary()
 
     def write(self, write: Write, *args: Any, transaction: bool = False) -> Any:
         """
@@ -258,22 +261,60 @@ class Writer:
 
     def _together(self, batch: list[_Queued]) -> bool:
         """Run *batch* in one transaction: whether it committed (else nothing of it did)."""
+        values = self._in_one([(queued.write, queued.args) for queued in batch])
+        if values is None:
+            return False
+        for queued, value in zip(batch, values, strict=True):
+            queued.value, queued.state = value, _DONE
+        return True
+
+    def _in_one(self, writes: list[tuple[Write, tuple[Any, ...]]]) -> list[Any] | None:
+        """Run *writes* in one transaction: what each returned, or None if it did not commit (nothing of it did)."""
         cursor = self.cursor
         try:
             self._begin()
-            for queued in batch:
-                queued.value = queued.write(cursor, *queued.args)
+            values = [write(cursor, *args) for write, args in writes]
             cursor.execute("COMMIT")
         except Exception:  # noqa: BLE001 - one write's error, or the commit's: the caller finds whose
             self._rollback()
-            return False
+            return None
         except BaseException:
             self._rollback()
             raise
-        for queued in batch:
-            queued.state = _DONE
         self.batches += 1
-        return True
+        return values
+
+    def write_all(self, writes: list[tuple[Write, tuple[Any, ...], bool]]) -> list[tuple[Any, Exception | None]]:
+        """
+        Run ``(write, args, transaction)`` *writes* in one transaction, as a batch of queued writes is run.
+
+        Returns each one's ``(value, None)``, or ``(None, error)``: when the
+        transaction fails it is rolled back and each write is run again alone
+        (as `write` runs it), so that one write's error never fails another's.
+        """
+        self._token.acquire()
+        try:
+            if len(writes) > 1:
+                values = self._in_one([(write, args) for write, args, _ in writes])
+                if values is not None:
+                    return [(value, None) for value in values]
+            outcomes: list[tuple[Any, Exception | None]] = []
+            for write, args, transaction in writes:
+                try:
+                    outcomes.append((self._alone(write, args, transaction=transaction), None))
+                except Exception as exc:  # noqa: BLE001 - given to its caller
+                    outcomes.append((None, exc))
+            return outcomes
+        finally:
+            self._after()
+
+    def on_loop(self) -> LoopBatch:
+        """The batch of the running event loop's writes through this writer (see `LoopBatch`)."""
+        loop = asyncio.get_running_loop()
+        batch = self._loops.get(loop)
+        if batch is None:
+            batch = self._loops[loop] = LoopBatch(self)
+        return batch
 
     def _begin(self) -> None:
         """``BEGIN IMMEDIATE``: the write lock now, waiting (the busy timeout, then more) for another process's."""
@@ -291,3 +332,52 @@ class Writer:
         if self.conn.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 self.cursor.execute("ROLLBACK")
+
+
+class LoopBatch:
+    """
+    The writes of the runs of one event loop through one `Writer`, committed together once the loop is idle.
+
+    Runs awaited side by side on one loop (`AsyncExecutor`) queue each write
+    here and await it instead of committing it at once: the first write
+    queued since the last commit schedules the next commit with
+    ``call_soon``, behind every task that is ready to run, so the writes of
+    all the runs that reached their next write by then share one transaction
+    (`Writer.write_all`), with no thread woken for any of them. A run awaits
+    its writes before its next callback starts, as a run through `Writer.write`
+    waits for its own commit. Only the loop's thread uses it.
+    """
+
+    __slots__ = ("_futures", "_writer", "_writes")
+
+    def __init__(self, writer: Writer) -> None:
+        self._writer = writer
+        self._writes: list[tuple[Write, tuple[Any, ...], bool]] = []
+        self._futures: list[asyncio.Future[Any]] = []
+
+    def add(self, write: Write, *args: Any, transaction: bool = False) -> asyncio.Future[Any]:
+        """Queue ``write(cursor, *args)`` for the next commit: a future of what it returns (or raises)."""
+        loop = asyncio.get_running_loop()
+        if not self._writes:
+            loop.call_soon(self._commit)
+        future = loop.create_future()
+        self._writes.append((write, args, transaction))
+        self._futures.append(future)
+        return future
+
+    def _commit(self) -> None:
+        writes, futures = self._writes, self._futures
+        self._writes, self._futures = [], []
+        try:
+            outcomes = self._writer.write_all(writes)
+        except BaseException:  # interrupted (KeyboardInterrupt): which of them committed is unknown
+            for future in futures:
+                future.cancel()  # their runs end as interrupted, resumed from what the store has
+            raise
+        for future, (value, error) in zip(futures, outcomes, strict=True):
+            if future.done():  # pragma: no cover - its run's task was cancelled and let it go
+                continue
+            if error is None:
+                future.set_result(value)
+            else:
+                future.set_exception(error)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import traceback
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Final
+from typing import Any, Final
 
 from .._core.callbacks import type_name
 from .._core.result import Outcome
@@ -168,6 +170,12 @@ def stopped_at(run: RunState) -> str | None:
     return run.errors[-1].step if run.errors else None
 
 
+def _retrieved(future: asyncio.Future[object]) -> None:
+    """Take a deferred write's outcome, so that asyncio doesn't log a failure that nobody awaits."""
+    if not future.cancelled():
+        future.exception()
+
+
 class DurableRecorder:
     """
     Records one run of one key (the core's `Recorder`), encoding with the store's codec.
@@ -181,20 +189,59 @@ class DurableRecorder:
             the session ends, finished or not.
     """
 
-    __slots__ = ("_append", "_append_ok", "_codec", "_encoded", "_ids", "_key", "_latest", "_session", "_store")
+    __slots__ = (
+        "_append",
+        "_append_ok",
+        "_batch",
+        "_codec",
+        "_commits",
+        "_encoded",
+        "_ids",
+        "_key",
+        "_latest",
+        "_session",
+        "_store",
+    )
 
     def __init__(
         self, session: StoreSession, codec: Codec, latest_ids: dict[tuple[str, str], int], store: object, key: str
     ) -> None:
         self._session, self._codec, self._latest, self._store, self._key = session, codec, latest_ids, store, key
-        self._append = session.record  # looked up once per run, not per callback
+        self._append: Callable[[NewEvent], Any] = session.record  # looked up once per run, not per callback
         # The stores of this package also take an event without an error as its fields (most events are):
         # ``_record_ok(step, phase, outcome, output, attempts, seconds) -> id``, as ``record`` with a
         # `NewEvent` of them would. That spares a NewEvent per callback, which costs more than its insert's
         # Python: the other stores get NewEvents.
         self._append_ok = getattr(session, "_record_ok", None)
         self._encoded: tuple[object, str] | None = None
-        self._ids: list[int] = []  # this session's events, in order
+        self._ids: list[Any] = []  # this session's events, in order: their ids (their futures, deferred)
+        self._batch: Any = None  # the event loop's batch its writes are queued on, once deferred
+        self._commits: list[Awaitable[object]] = []
+
+    def defer(self, run: RunState) -> bool:
+        """
+        Queue this run's events and its finish on the running event loop's batch from now on, if its store can.
+
+        The writes of the runs awaited side by side on the loop are then
+        committed together (`choreograph.durable._commits.LoopBatch`) instead
+        of one transaction each: the run loop waits for them before the run's
+        next callback starts (`RunState.commits`), as it waits for a write
+        committed at once, and the run returns once its finish is committed.
+        A store whose session has no ``record_later`` commits each write at
+        once (False).
+        """
+        session: Any = self._session
+        if getattr(session, "record_later", None) is None:
+            return False
+        self._batch = session.loop_batch()
+        self._append, self._append_ok = self._record_later, None
+        run.commits = self._commits
+        return True
+
+    def _record_later(self, event: NewEvent) -> Awaitable[int]:
+        future: Awaitable[int] = self._session.record_later(event, self._batch)  # type: ignore[attr-defined]
+        self._commits.append(future)
+        return future
 
     def check_output(self, step: str, phase: Phase, value: object) -> Exception | None:
         """
@@ -251,34 +298,48 @@ class DurableRecorder:
             store_it(context)
 
     def finished(self, run: RunState) -> None:
-        """Record how the run ended, and release the key."""
-        fatal = run.fatal
+        """Record how the run ended, and release the key (once the finish is committed, when deferred)."""
         try:
-            if fatal is None:  # ok: the result is the ids of its trace's events, in order
-                latest = self._latest
-                if latest:
-                    new = iter(self._ids)
-                    result = tuple(
-                        [latest[call[0].casefold(), call[1]] if call[5] else next(new) for call in run.raw_calls()]
-                    )
-                else:  # nothing restored: every entry of the trace is an event of this session, in order
-                    result = tuple(self._ids)
-                self._session.finish(_new_ending(Ending, ("ok", None, None, None, None, result)))
+            ending = self._ending(run)
+            if self._batch is not None:
+                future: asyncio.Future[None] = self._session.finish_later(ending, self._batch)  # type: ignore[attr-defined]
+                future.add_done_callback(self._release)
+                self._commits.append(future)
                 return
-            self._session.finish(
-                Ending(
-                    status=status_of(run),
-                    fatal=self._codec.encode_error(fatal),
-                    failed_step=stopped_at(run),
-                    error_type=qualified_type(getattr(fatal, "error", None) or fatal),
-                    error_message=error_message(fatal),
-                )
-            )
-        finally:
+            self._session.finish(ending)
+        except BaseException:
             ACTIVE.release(self._store, self._key)
+            raise
+        ACTIVE.release(self._store, self._key)
+
+    def _release(self, _: object) -> None:
+        ACTIVE.release(self._store, self._key)
+
+    def _ending(self, run: RunState) -> Ending:
+        """How the run ended, for its store."""
+        fatal = run.fatal
+        if fatal is None:  # ok: the result is the ids of its trace's events, in order
+            ids = self._ids if self._batch is None else [future.result() for future in self._ids]  # all committed
+            latest = self._latest
+            if latest:
+                new = iter(ids)
+                calls = run.raw_calls()
+                result = tuple([latest[call[0].casefold(), call[1]] if call[5] else next(new) for call in calls])
+            else:  # nothing restored: every entry of the trace is an event of this session, in order
+                result = tuple(ids)
+            return _new_ending(Ending, ("ok", None, None, None, None, result))
+        return Ending(
+            status=status_of(run),
+            fatal=self._codec.encode_error(fatal),
+            failed_step=stopped_at(run),
+            error_type=qualified_type(getattr(fatal, "error", None) or fatal),
+            error_message=error_message(fatal),
+        )
 
     def interrupted(self) -> None:
         """Give the key up without finishing: the next run of it resumes."""
+        for future in self._commits:  # deferred writes no one awaits now: they commit (or fail) unwatched
+            future.add_done_callback(_retrieved)  # type: ignore[attr-defined]
         try:
             self._session.release()
         finally:

@@ -16,6 +16,8 @@ set up from them as a resumed run is.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Generator, Mapping
 from typing import Any, Final
@@ -148,6 +150,54 @@ class DurableRunner:
         except BaseException:
             ACTIVE.release(store, key)
             raise
+        return self._set_up(begun, plan, input, key, values, timeout, emit)
+
+    async def prepare_together(
+        self,
+        plan: Plan,
+        input: object,  # noqa: A002
+        key: str,
+        encoded: str,
+        values: Mapping[str, object] | None,
+        timeout: float | None,
+        emit: Callable[[RunEvent], None] | None,
+        *,
+        fresh: bool,
+    ) -> RunState | RunResult[Any] | str:
+        """
+        `prepare`, its begin committed with the other writes of the running event loop, when the store can.
+
+        A store with ``begin_later`` (`SqliteStore`) queues the begin on the
+        loop's batch (see `choreograph.durable._commits.LoopBatch`); another
+        begins at once, as `prepare` does.
+        """
+        store = self.store
+        begin_later = getattr(store, "begin_later", None)
+        if begin_later is None:
+            return self.prepare(plan, input, key, encoded, values, timeout, emit, fresh=fresh)
+        if not ACTIVE.claim(store, key):
+            return store.owner
+        future = begin_later(key, encoded, fresh=fresh)
+        try:
+            begun = await asyncio.shield(future)  # a cancelled run leaves the begin to commit: see below
+        except BaseException:
+            ACTIVE.release(store, key)
+            future.add_done_callback(_give_back)  # a begin committed after its run was cancelled gives the key back
+            raise
+        return self._set_up(begun, plan, input, key, values, timeout, emit)
+
+    def _set_up(
+        self,
+        begun: Begun | str,
+        plan: Plan,
+        input: object,  # noqa: A002
+        key: str,
+        values: Mapping[str, object] | None,
+        timeout: float | None,
+        emit: Callable[[RunEvent], None] | None,
+    ) -> RunState | RunResult[Any] | str:
+        """The run *begun* starts (see `prepare`), with *key* claimed in `ACTIVE`; released unless it runs."""
+        store = self.store
         if isinstance(begun, str):
             ACTIVE.release(store, key)
             return begun
@@ -246,6 +296,16 @@ def _resume_rollback(run: RunState, begun: Begun, resumption: Resumption, decode
         for st in run.plan.steps
         if (st.key in restored and restored[st.key].job_ok) or (st.compensate_failed and st.key == failed_step)
     ]
+
+
+def _give_back(future: asyncio.Future[Begun | str]) -> None:
+    """A begin whose run was cancelled before it started: give the key back if it was taken."""
+    if future.cancelled() or future.exception() is not None:
+        return
+    begun = future.result()
+    if not isinstance(begun, str) and begun.recorder is not None:
+        with contextlib.suppress(Exception):
+            begun.recorder.release()
 
 
 class _TraceContext:

@@ -15,6 +15,7 @@ Reads go through a connection per thread.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
@@ -32,7 +33,7 @@ from typing import Any, Final, Literal, Self
 from .._core.callbacks import type_name
 from .._core.result import Outcome
 from .._errors import Phase, StoreError
-from ._commits import Writer
+from ._commits import LoopBatch, Writer
 from .codec import Codec, CodecError, JsonCodec
 from .leases import is_alive, new_owner
 from .protocol import (
@@ -512,6 +513,38 @@ class SqliteStore:
                         Begun, ("running", 1, 1, 0, None, (), None, SqliteSession(self, writer, key, 1, 1), None)
                     )
             begun: Begun | str = writer.write(self._begin_row, key, input, fresh, restore, now, transaction=True)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(self.path, f"cannot begin key {key!r}: {exc}") from exc
+        if isinstance(begun, str) or begun.status in ("ok", "poisoned"):
+            return begun
+        return begun._replace(recorder=SqliteSession(self, writer, key, begun.generation, begun.session))
+
+    def begin_later(self, key: str, input: str, *, fresh: bool) -> asyncio.Future[Begun | str]:  # noqa: A002
+        """
+        `begin` on the running event loop's batch (see `SqliteSession.record_later`): a future of what it returns.
+
+        The begin is one write of the batch, committed with the other runs'
+        writes; its errors are `begin`'s (`StoreError`), raised by the future.
+        """
+        writer = self.writer()
+        return writer.on_loop().add(self._begin_on, writer, key, input, fresh, time.time(), transaction=True)
+
+    def _begin_on(
+        self,
+        cursor: sqlite3.Cursor,
+        writer: Writer,
+        key: str,
+        input: str,  # noqa: A002
+        fresh: bool,  # noqa: FBT001
+        now: float,
+    ) -> Begun | str:
+        """`begin_later`'s write: a new key's row, else `_begin_row`, in the batch's transaction."""
+        try:
+            if cursor.execute(_BEGIN_NEW, (key, input, self.owner, now + self.lease, now, now)).rowcount:
+                return _new_begun(
+                    Begun, ("running", 1, 1, 0, None, (), None, SqliteSession(self, writer, key, 1, 1), None)
+                )
+            begun: Begun | str = self._begin_row(cursor, key, input, fresh, None, now)
         except sqlite3.DatabaseError as exc:
             raise StoreError(self.path, f"cannot begin key {key!r}: {exc}") from exc
         if isinstance(begun, str) or begun.status in ("ok", "poisoned"):
@@ -1416,6 +1449,26 @@ def _insert_renewing(cursor: sqlite3.Cursor, sql: str, params: tuple[object, ...
     return number or 0
 
 
+def _event_write(
+    cursor: sqlite3.Cursor,
+    sql: str,
+    params: tuple[object, ...],
+    renewal: tuple[object, ...] | None,
+    path: str,
+    step: str,
+    phase: str,
+) -> int:
+    """`SqliteSession.record_later`'s write: one event (and its lease's renewal when due); its errors as `record`'s."""
+    try:
+        if renewal is None:
+            return cursor.execute(sql, params).lastrowid or 0
+        return _insert_renewing(cursor, sql, params, renewal)
+    except _LostLease:
+        raise StoreError(path, f"lost the lease of key {renewal[1]!r} to another process") from None  # type: ignore[index]
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(path, f"cannot record {phase} of step {step!r}: {exc}") from exc
+
+
 class _LostLease(Exception):
     """Renewing a run's lease found the run no longer this store's (another process took it over)."""
 
@@ -1465,6 +1518,10 @@ _BEGIN_NEW: Final = (
 )
 _RENEW: Final = "UPDATE runs SET lease_until = ? WHERE key = ? AND owner = ?"
 
+_FINISH: Final = (
+    "UPDATE runs SET status = ?, fatal = ?, failed_step = ?, error_type = ?, error_message = ?,"
+    " result = ?, owner = NULL, lease_until = NULL, updated = ? WHERE key = ? AND owner = ?"
+)
 _FINISH_OK: Final = (
     "UPDATE runs SET status = ?, fatal = NULL, failed_step = NULL, error_type = NULL, error_message = NULL,"
     " result = ?, owner = NULL, lease_until = NULL, updated = ? WHERE key = ? AND owner = ?"
@@ -1533,6 +1590,48 @@ class SqliteSession:
         self._renew_at = time.time() + self.store.lease / 3
         return number
 
+    def loop_batch(self) -> LoopBatch:
+        """The batch of the running event loop's writes through the store's writer (see `record_later`)."""
+        return self._writer.on_loop()
+
+    def record_later(self, event: NewEvent, batch: LoopBatch) -> asyncio.Future[int]:
+        """
+        `record` on *batch*: the event is committed with the other writes of the loop; a future of its id.
+
+        Its errors are `record`'s (`StoreError`), raised by the future.
+        """
+        step, phase, outcome, output, error, error_type, attempts, seconds, traceback = event
+        key, generation, session = self._head
+        now = time.time()
+        sql: str
+        params: tuple[object, ...]
+        if error is not None or error_type is not None or traceback is not None:
+            sql = _INSERT
+            params = (key, generation, session, step, phase, outcome, output, error, error_type, attempts, seconds)
+            params = (*params, now, traceback)
+        elif output is None:
+            sql, params = _INSERT_BARE, (key, generation, session, step, phase, outcome, attempts, seconds, now)
+        else:
+            sql = _INSERT_OUTPUT
+            params = (key, generation, session, step, phase, outcome, output, attempts, seconds, now)
+        renewal = None
+        if now >= self._renew_at:
+            renewal = (now + self.store.lease, self.key, self.store.owner)
+            self._renew_at = now + self.store.lease / 3
+        return batch.add(_event_write, sql, params, renewal, self.store.path, step, phase)
+
+    def finish_later(self, ending: Ending, batch: LoopBatch) -> asyncio.Future[None]:
+        """`finish` on *batch* (see `record_later`): a future of None once committed."""
+        return batch.add(self._finish_on, ending)
+
+    def _finish_on(self, cursor: sqlite3.Cursor, ending: Ending) -> None:
+        """`finish_later`'s write, on the batch's cursor; its errors as `finish`'s."""
+        sql, params = self._ending(ending)
+        try:
+            cursor.execute(sql, params)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(self.store.path, f"cannot finish key {self.key!r}: {exc}") from exc
+
     def rolling_back(self, fatal: str) -> None:
         """Mark the run as rolling back, before the first compensation starts."""
         try:
@@ -1545,21 +1644,21 @@ class SqliteSession:
 
     def finish(self, ending: Ending) -> None:
         """Record how the run ended, and release the key."""
+        sql, params = self._ending(ending)
+        try:
+            self._change(sql, params)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(self.store.path, f"cannot finish key {self.key!r}: {exc}") from exc
+
+    def _ending(self, ending: Ending) -> tuple[str, tuple[object, ...]]:
+        """The statement that finishes the run as *ending* says, and its parameters."""
         status, fatal, failed_step, error_type, message, ids = ending
         # The event ids as JSON: a list of ints prints as its JSON, without json.dumps's three calls.
         result = None if ids is None else str(list(ids))
         now = time.time()
-        try:
-            if result is not None and fatal is None and failed_step is None and error_type is None and message is None:
-                self._change(_FINISH_OK, (status, result, now, self.key, self.store.owner))  # bind no None
-                return
-            self._change(
-                "UPDATE runs SET status = ?, fatal = ?, failed_step = ?, error_type = ?, error_message = ?,"
-                " result = ?, owner = NULL, lease_until = NULL, updated = ? WHERE key = ? AND owner = ?",
-                (status, fatal, failed_step, error_type, message, result, now, self.key, self.store.owner),
-            )
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(self.store.path, f"cannot finish key {self.key!r}: {exc}") from exc
+        if result is not None and fatal is None and failed_step is None and error_type is None and message is None:
+            return _FINISH_OK, (status, result, now, self.key, self.store.owner)  # bind no None
+        return _FINISH, (status, fatal, failed_step, error_type, message, result, now, self.key, self.store.owner)
 
     def set_trace_context(self, context: str) -> None:
         """Store the generation's trace context, unless it has one (not a change of the run: ``updated`` stays)."""

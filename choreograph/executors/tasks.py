@@ -31,8 +31,8 @@ import contextvars
 import queue
 import threading
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
-from typing import Final, Generic, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Generator, Iterator
+from typing import Any, Final, Generic, TypeVar
 
 from .._core.callbacks import type_name
 from .._core.result import RunResult
@@ -43,6 +43,26 @@ InputT = TypeVar("InputT")
 
 #: ``AsyncExecutor()``'s tasks at once when not told.
 DEFAULT_TASKS: Final = 100
+
+#: One run of a job, awaited.
+_Awaited = Callable[[InputT, int], Coroutine[Any, Any, RunResult[InputT]]]
+
+
+def _awaited(job: RunJob[InputT], workers: int) -> _Awaited[InputT] | None:
+    """
+    What the tasks await for one run: None for a flow of plain callbacks, which runs in the loop's thread.
+
+    A durable coordinator's job may have ``run_together``: with more than one
+    task, its runs are awaited side by side even when its callbacks are
+    plain, their writes committed together (see
+    `choreograph.durable._commits.LoopBatch`); one task alone has no one to
+    share a commit with.
+    """
+    together: _Awaited[InputT] | None = getattr(job, "run_together", None)
+    if together is not None and workers > 1:
+        return together
+    return job.run_async if job.is_async else None
+
 
 #: What the loop's thread reports: results (a batch of ``(position, result)``), an error, or None when it stopped.
 _Report = list[tuple[int, "RunResult[InputT]"]] | BaseException | None
@@ -152,7 +172,7 @@ class _Loop(Generic[InputT]):
     async def _work(self) -> None:
         """Take the next input when free (waiting while the window is full), run it, report its result."""
         job, put, batch, inputs = self._job, self._reports.put, self._batch, self._inputs
-        run_async = job.run_async if job.is_async else None
+        run_async = _awaited(job, self._workers)
         try:
             while not self._stopping:
                 if self._full():
@@ -263,6 +283,7 @@ class _Here(Generic[InputT]):
 
     def __init__(self, job: RunJob[InputT], inputs: Iterator[InputT] | AsyncIterator[InputT], workers: int) -> None:
         self._job, self._workers = job, workers
+        self._run_async = _awaited(job, self._workers)
         self._async_inputs = inputs if isinstance(inputs, AsyncIterator) else None
         self._inputs = inputs if self._async_inputs is None else None
         self._loop = asyncio.get_running_loop()
@@ -303,8 +324,8 @@ class _Here(Generic[InputT]):
         while True:
             while (taken := await self._take()) is not None:
                 position, item = taken
-                if self._job.is_async:
-                    task = self._loop.create_task(self._job.run_async(item, position))
+                if self._run_async is not None:
+                    task = self._loop.create_task(self._run_async(item, position))
                     self.running[task] = position
                     task.add_done_callback(self._finished)
                 else:  # plain callbacks: run here, in the loop's thread
