@@ -143,16 +143,24 @@ def test_a_rollback_is_marked_after_the_failed_steps_event(store: SqliteStore) -
     assert events == [("double", "job", "ok"), ("check", "job", "failed"), ("double", "compensate", "ok")]
 
 
-def test_a_write_that_fails_fails_its_own_run_only(store: SqliteStore) -> None:
+@pytest.mark.parametrize("refused", ["first", "second"])  # raised where the next callback would start / at the end
+def test_a_write_that_fails_fails_its_own_run_only(store: SqliteStore, refused: str) -> None:
     """A batch with one failing write is written again one write at a time: the others commit."""
     with sqlite3.connect(store.path) as conn:
         conn.execute(
-            "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.key = 'k003' AND NEW.step = 'second'"
+            f"CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.key = 'k003' AND NEW.step = '{refused}'"
             " BEGIN SELECT RAISE(ABORT, 'refused by a trigger'); END"
         )
-    coordinator = flow(store, Step("first", double), Step("second", double))
-    with pytest.raises(StoreError, match=r"cannot record job of step 'second': refused by a trigger"):
+    ran: list[int] = []
+
+    def second(x: int) -> int:
+        ran.append(x)
+        return x
+
+    coordinator = flow(store, Step("first", double), Step("second", second))
+    with pytest.raises(StoreError, match=rf"cannot record job of step '{refused}': refused by a trigger"):
         list(coordinator.run_many(range(8), executor=AsyncExecutor(WORKERS)))
+    assert (3 in ran) is (refused == "second")  # a callback whose predecessor's event failed never starts
     assert store.run_info("k003").status == "running"  # type: ignore[union-attr]  # given up, resumed when run again
     assert store.run_info("k003").owner is None  # type: ignore[union-attr]
     done = [row[0] for row in run_rows(store) if row[1] == "ok"]
@@ -162,7 +170,7 @@ def test_a_write_that_fails_fails_its_own_run_only(store: SqliteStore) -> None:
         conn.execute("DROP TRIGGER refuse")
     again = coordinator.run(3)
     assert again.ok
-    assert [entry.restored for entry in again.trace] == [True, False]
+    assert [entry.restored for entry in again.trace] == ([False, False] if refused == "first" else [True, False])
 
 
 @pytest.mark.anyio
@@ -327,3 +335,39 @@ def test_a_cancelled_run_gives_its_key_back(store: SqliteStore) -> None:
     assert info is not None
     assert (info.status, info.owner) == ("running", None)
     assert coordinator.run(1).ok  # nothing holds it
+
+
+def test_a_compensations_event_is_committed_before_the_next_compensation_starts(store: SqliteStore) -> None:
+    seen: dict[int, int] = {}
+
+    def undo_second(x: int) -> None:
+        pass
+
+    def undo_first(x: int) -> None:  # runs after undo_second: its event must be in the store
+        with sqlite3.connect(store.path) as conn:
+            (count,) = conn.execute(
+                "SELECT count(*) FROM events WHERE key = ? AND step = 'second' AND phase = 'compensate'",
+                (f"k{x:03}",),
+            ).fetchone()
+        seen[x] = count
+
+    def fail(x: int) -> None:
+        raise ValueError("no")
+
+    steps = (Step("first", double, compensate=undo_first), Step("second", double, compensate=undo_second))
+    results = list(flow(store, *steps, Step("fail", fail)).run_many(range(12), executor=AsyncExecutor(WORKERS)))
+    assert not any(result.ok for result in results)
+    assert seen == dict.fromkeys(range(12), 1)
+
+
+def test_listeners_hear_each_run_finish_with_its_result(store: SqliteStore) -> None:
+    from choreograph.events import RunFinished
+
+    finished: list[RunFinished] = []
+    coordinator = flow(store, Step("double", double))
+    coordinator.listen(lambda event: finished.append(event) if isinstance(event, RunFinished) else None)
+    results = list(coordinator.run_many(range(10), executor=AsyncExecutor(WORKERS)))
+    assert sorted(event.key for event in finished) == sorted(result.key for result in results)  # type: ignore[type-var]
+    assert all(
+        event.result.ok and event.result.data_bag.get_job_data("double") == 2 * int(event.key[1:]) for event in finished
+    )  # type: ignore[index]
